@@ -1,0 +1,41 @@
+"""Output shared by the CLIs: tables for people, JSON for scripts (``--output json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format, message
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def as_dict(msg: message.Message) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: str, title: str = "") -> None:
+    if output == "json":
+        json.dump(list(rows), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    table = Table(title=title or None)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    Console().print(table)
+
+
+def emit_one(obj: dict[str, Any], output: str) -> None:
+    if output == "json":
+        json.dump(obj, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    width = max((len(k) for k in obj), default=0)
+    for key, value in obj.items():
+        print(f"{key:<{width}}  {value}")

@@ -1,0 +1,239 @@
+"""``wnodes-admin``: the operator's command line.
+
+    wnodes-admin stack up|status|env|down|kill|restart   a whole deployment on this machine
+    wnodes-admin hypervisors list|show                   the farm
+    wnodes-admin vms list|show                           every VM, whoever owns it
+    wnodes-admin images list|show|upload                 the image catalogue
+    wnodes-admin nameservers list                        replicas and the duties they lead
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from clients.output import as_dict, console, emit, emit_one
+from clients.wnodes_client import Client, WnodesRpcError
+from deploy.stack.stack import DEFAULT_DIR, DEFAULT_IMAGES, Stack
+from wnodes.v1 import hypervisor_pb2, virtual_machine_pb2
+
+HV_STATE = hypervisor_pb2.Hypervisor.State
+VM_STATE = virtual_machine_pb2.VirtualMachine.State
+
+
+def _client(args: argparse.Namespace) -> Client:
+    gateway = args.gateway or os.environ.get("WNODES_GATEWAY")
+    if not gateway:
+        state = Stack(args.stack_dir).state
+        gateway = state.gateway if state else None
+    return Client(gateway, user=os.environ.get("WNODES_USER", "wnodes-admin"), vo=os.environ.get("WNODES_VO", "wnodes"), roles=["admin"])
+
+
+# --- stack -------------------------------------------------------------------------------
+
+def stack_up(args: argparse.Namespace) -> int:
+    stack = Stack(args.stack_dir)
+    state = stack.up(args.driver, args.hypervisors, Path(args.images), progress=lambda m: console.print(f"[bold]stack[/bold] {m}"))
+    console.print(f"[green]stack up[/green] in {state.dir}: gateway {state.gateway}; images: {', '.join(state.images) or 'none'}")
+    console.print(f"use it from a shell:  eval \"$(wnodes-admin stack env --stack-dir {state.dir})\"")
+    return 0
+
+
+def stack_status(args: argparse.Namespace) -> int:
+    rows = Stack(args.stack_dir).status()
+    if not rows:
+        console.print(f"no stack in {args.stack_dir}")
+        return 1
+    emit(rows, ["name", "kind", "pid", "endpoint", "alive", "log"], args.output)
+    return 0 if all(r["alive"] for r in rows) else 1
+
+
+def stack_env(args: argparse.Namespace) -> int:
+    env = Stack(args.stack_dir).env()
+    if args.output == "json":
+        emit_one(env, "json")
+    else:
+        for k, v in env.items():
+            print(f"export {k}={shlex.quote(v)}")
+    return 0
+
+
+def stack_down(args: argparse.Namespace) -> int:
+    Stack(args.stack_dir).down(progress=lambda m: console.print(f"[bold]stack[/bold] {m}"))
+    return 0
+
+
+def stack_kill(args: argparse.Namespace) -> int:
+    pid = Stack(args.stack_dir).kill(args.name, sig=9)
+    console.print(f"killed {args.name} (pid {pid}) with SIGKILL")
+    return 0
+
+
+def stack_restart(args: argparse.Namespace) -> int:
+    pid = Stack(args.stack_dir).restart(args.name)
+    console.print(f"restarted {args.name} (pid {pid})")
+    return 0
+
+
+# --- farm --------------------------------------------------------------------------------
+
+def _hv_row(h: hypervisor_pb2.Hypervisor) -> dict[str, Any]:
+    return {"name": h.name, "state": HV_STATE.Name(h.state), "virtualization": h.virtualization,
+            "vcpus": f"{h.vcpus_used}/{h.vcpu_count}", "memory_mib": f"{h.memory_mib_used}/{h.memory_mib}", "vms": h.vm_count,
+            "cached_images": ",".join(h.cached_images), "endpoint": h.endpoint}
+
+
+def hypervisors_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        hosts = c.list_hypervisors()
+    if args.output == "json":
+        emit([as_dict(h) for h in hosts], [], "json")
+    else:
+        emit([_hv_row(h) for h in hosts], ["name", "state", "virtualization", "vcpus", "memory_mib", "vms", "cached_images"], "table")
+    return 0
+
+
+def hypervisors_show(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        h = c.get_hypervisor(args.name)
+    emit_one(as_dict(h) if args.output == "json" else _hv_row(h), args.output)
+    return 0
+
+
+def vms_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        vms = list(c.list_vms(hypervisor=args.hypervisor))
+    if args.output == "json":
+        emit([as_dict(v) for v in vms], [], "json")
+    else:
+        rows = [{"name": v.name, "state": VM_STATE.Name(v.state), "image": v.image_version, "hypervisor": v.hypervisor,
+                 "owner": f"{v.owner.user}/{v.owner.vo}", "job": v.labels.get("slurm_job_id", ""), "boot_s": f"{v.boot_seconds:.2f}"}
+                for v in vms]
+        emit(rows, ["name", "state", "image", "hypervisor", "owner", "job", "boot_s"], "table")
+    return 0
+
+
+def vms_show(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        emit_one(as_dict(c.get_vm(args.name)), args.output)
+    return 0
+
+
+def images_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        versions = c.list_images()
+    if args.output == "json":
+        emit([as_dict(v) for v in versions], [], "json")
+    else:
+        emit([{"name": v.name, "owner_vo": v.owner_vo, "visibility": v.Visibility.Name(v.visibility), "state": v.State.Name(v.state),
+               "size_mib": round(v.disk.size_bytes / 2**20, 1), "sha256": v.disk.sha256[:12]} for v in versions],
+             ["name", "owner_vo", "visibility", "state", "size_mib", "sha256"], "table")
+    return 0
+
+
+def images_show(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        emit_one(as_dict(c.get_image(args.name)), args.output)
+    return 0
+
+
+def images_upload(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    with _client(args) as c, Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                       console=console, disable=args.output == "json") as progress:
+        task = progress.add_task(f"uploading {args.name}", total=None)
+        version = c.upload_image(
+            args.name, folder / "disk.qcow2",
+            kernel=folder / "vmlinux" if (folder / "vmlinux").exists() else None,
+            initrd=folder / "initrd.img" if (folder / "initrd.img").exists() else None,
+            cmdline=args.cmdline, visibility=args.visibility,
+            on_progress=lambda sent, total: progress.update(task, completed=sent, total=total),
+        )
+    emit_one(as_dict(version), args.output)
+    return 0
+
+
+def nameservers_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        found = c.list_nameservers()
+    emit([as_dict(n) if args.output == "json" else {"name": n.name, "endpoint": n.endpoint, "duties": ",".join(n.duties)} for n in found],
+         ["name", "endpoint", "duties"], args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wnodes-admin", description="Operate a WNoDeS farm.")
+    p.add_argument("--gateway", default=None, help="gateway host:port (default: $WNODES_GATEWAY or the local stack's)")
+    p.add_argument("--stack-dir", type=Path, default=DEFAULT_DIR, help=f"local stack state directory (default {DEFAULT_DIR})")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    stack = sub.add_parser("stack", help="a whole deployment on this machine, on loopback").add_subparsers(dest="stack_cmd", required=True)
+    up = stack.add_parser("up", help="start etcd x3, nameserver x3, imagestore, hypervisor agents and the gateway")
+    up.add_argument("--driver", choices=["libvirt", "fake"], default="libvirt", help="libvirt: real VMs; fake: simulated hosts")
+    up.add_argument("--hypervisors", type=int, default=1, help="with --driver fake: how many simulated hosts")
+    up.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of built images to register")
+    up.set_defaults(fn=stack_up)
+    stack.add_parser("status", help="every process with its PID and endpoint").set_defaults(fn=stack_status)
+    stack.add_parser("env", help="what a shell needs to use the stack (eval it)").set_defaults(fn=stack_env)
+    stack.add_parser("down", help="stop everything; leave no process, domain or overlay").set_defaults(fn=stack_down)
+    kill = stack.add_parser("kill", help="SIGKILL one process (for fault drills)")
+    kill.add_argument("name")
+    kill.set_defaults(fn=stack_kill)
+    restart = stack.add_parser("restart", help="(re)start one process")
+    restart.add_argument("name")
+    restart.set_defaults(fn=stack_restart)
+
+    hv = sub.add_parser("hypervisors", help="the farm's hosts").add_subparsers(dest="hv_cmd", required=True)
+    hv.add_parser("list").set_defaults(fn=hypervisors_list)
+    hv_show = hv.add_parser("show")
+    hv_show.add_argument("name")
+    hv_show.set_defaults(fn=hypervisors_show)
+
+    vms = sub.add_parser("vms", help="every VM").add_subparsers(dest="vms_cmd", required=True)
+    vms_l = vms.add_parser("list")
+    vms_l.add_argument("--hypervisor", default="")
+    vms_l.set_defaults(fn=vms_list)
+    vms_s = vms.add_parser("show")
+    vms_s.add_argument("name")
+    vms_s.set_defaults(fn=vms_show)
+
+    images = sub.add_parser("images", help="the image catalogue").add_subparsers(dest="images_cmd", required=True)
+    images.add_parser("list").set_defaults(fn=images_list)
+    img_show = images.add_parser("show")
+    img_show.add_argument("name", help="images/NAME or images/NAME/versions/N")
+    img_show.set_defaults(fn=images_show)
+    upload = images.add_parser("upload", help="upload a folder (disk.qcow2 [vmlinux initrd.img]) as a new version")
+    upload.add_argument("name")
+    upload.add_argument("dir")
+    upload.add_argument("--cmdline", default="")
+    upload.add_argument("--visibility", choices=["PRIVATE", "VO", "PUBLIC"], default="VO")
+    upload.set_defaults(fn=images_upload)
+
+    ns = sub.add_parser("nameservers", help="nameserver replicas").add_subparsers(dest="ns_cmd", required=True)
+    ns.add_parser("list").set_defaults(fn=nameservers_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except WnodesRpcError as err:
+        print(f"wnodes-admin: {err.message} ({err.code.name}{', ' + err.reason if err.reason else ''})", file=sys.stderr)
+        return 1
+    except (RuntimeError, TimeoutError, KeyError) as err:
+        print(f"wnodes-admin: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""``wnodes``: the user's command line.
+
+    wnodes run --image tiny -- uname -r       run a command in a fresh VM, stream its output,
+                                              exit with its exit code, remove the VM
+    wnodes vm create|list|show|delete         manage VMs
+    wnodes images                             images you may use
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from clients.output import as_dict, console, emit, emit_one
+from clients.wnodes_client import Client, WnodesRpcError
+from wnodes.v1 import virtual_machine_pb2
+
+STATE = virtual_machine_pb2.VirtualMachine.State
+
+
+def _vm_row(vm: virtual_machine_pb2.VirtualMachine) -> dict[str, Any]:
+    return {
+        "name": vm.name, "state": STATE.Name(vm.state), "image": vm.image_version or vm.image, "vcpus": vm.vcpu_count,
+        "memory_mib": vm.memory_mib, "hypervisor": vm.hypervisor, "hostname": vm.hostname, "owner": f"{vm.owner.user}/{vm.owner.vo}",
+        "job": vm.labels.get("slurm_job_id", ""), "message": vm.state_message,
+    }
+
+
+def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    if not args.command:
+        raise SystemExit("wnodes run: give the command after --, e.g. wnodes run --image tiny -- uname -r")
+    command = args.command[1:] if args.command[0] == "--" else args.command
+    labels = dict(kv.split("=", 1) for kv in args.label)
+
+    def write(kind: str, data: bytes) -> None:
+        stream = sys.stdout.buffer if kind == "stdout" else sys.stderr.buffer
+        stream.write(data)
+        stream.flush()
+
+    result = client.run(args.image, command, args.cpus, args.memory, labels=labels, on_output=write, keep=args.keep)
+    if args.output == "json":
+        emit_one({"vm": result.vm.name, "exit_code": result.exit_code, "stdout": result.stdout.decode(errors="replace"),
+                  "stderr": result.stderr.decode(errors="replace"), "seconds_to_first_output": result.seconds_to_first_output,
+                  "boot_seconds": result.vm.boot_seconds, "hypervisor": result.vm.hypervisor}, "json")
+    elif args.verbose:
+        console.print(f"[dim]{result.vm.name} on {result.vm.hypervisor} ({result.vm.virtualization}): "
+                      f"first output after {result.seconds_to_first_output or 0:.2f}s, boot {result.vm.boot_seconds:.2f}s[/dim]")
+    return result.exit_code
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    labels = dict(kv.split("=", 1) for kv in args.label)
+    op = client.create_vm(args.image, args.cpus, args.memory, labels=labels)
+    meta = op.metadata
+    if args.no_wait:
+        emit_one(as_dict(meta) if meta else {"operation": op.name}, args.output)
+        return 0
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  disable=args.output == "json") as progress:
+        task = progress.add_task(f"creating {getattr(meta, 'name', '')}")
+
+        def show(m: Any) -> None:
+            if m is not None:
+                progress.update(task, description=f"{m.name}: {STATE.Name(m.state)} {m.state_message}")
+
+        vm = op.result(timeout=args.timeout, on_progress=show)
+    emit_one(as_dict(vm) if args.output == "json" else _vm_row(vm), args.output)
+    return 0
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    vms = list(client.list_vms(hypervisor=args.hypervisor))
+    if args.output == "json":
+        emit([as_dict(v) for v in vms], [], "json")
+    else:
+        emit([_vm_row(v) for v in vms], ["name", "state", "image", "vcpus", "memory_mib", "hypervisor", "owner"], "table")
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    vm = client.get_vm(args.name)
+    emit_one(as_dict(vm) if args.output == "json" else _vm_row(vm), args.output)
+    return 0
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    ops = [client.delete_vm(n) for n in args.names]
+    if not args.no_wait:
+        for op in ops:
+            op.result(timeout=args.timeout)
+    emit([{"name": n, "deleted": not args.no_wait} for n in args.names], ["name", "deleted"], args.output)
+    return 0
+
+
+def cmd_images(client: Client, args: argparse.Namespace) -> int:
+    rows = [{"name": v.name, "owner_vo": v.owner_vo, "state": v.State.Name(v.state), "size_mib": round(v.disk.size_bytes / 2**20, 1),
+             "sha256": v.disk.sha256[:12], "description": v.description} for v in client.list_images()]
+    emit(rows, ["name", "owner_vo", "state", "size_mib", "sha256", "description"], args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wnodes", description="WNoDeS: run work in virtual worker nodes created on demand.",
+                                epilog="The gateway is $WNODES_GATEWAY (see 'wnodes-admin stack env').")
+    p.add_argument("--gateway", default=os.environ.get("WNODES_GATEWAY"), help="gateway host:port")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table", help="json for scripts")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run a command in a fresh VM and remove the VM afterwards",
+                         description="Creates a VM of IMAGE, runs CMD in it, streams its output, exits with its exit code and deletes the VM.")
+    run.add_argument("--image", required=True, help="image name, e.g. tiny or debian12")
+    run.add_argument("--cpus", type=int, default=1)
+    run.add_argument("--memory", type=int, default=256, help="MiB")
+    run.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--keep", action="store_true", help="keep the VM after the command ends")
+    run.add_argument("-v", "--verbose", action="store_true", help="print timings on stderr")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    run.set_defaults(fn=cmd_run)
+
+    vm = sub.add_parser("vm", help="manage virtual machines").add_subparsers(dest="vm_cmd", required=True)
+    create = vm.add_parser("create", help="create a VM and wait until it is ACTIVE")
+    create.add_argument("--image", required=True)
+    create.add_argument("--cpus", type=int, default=1)
+    create.add_argument("--memory", type=int, default=256, help="MiB")
+    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--no-wait", action="store_true", help="return at once with the operation")
+    create.add_argument("--timeout", type=float, default=600)
+    create.set_defaults(fn=cmd_create)
+    lst = vm.add_parser("list", help="list your VMs")
+    lst.add_argument("--hypervisor", default="")
+    lst.set_defaults(fn=cmd_list)
+    show = vm.add_parser("show", help="show one VM")
+    show.add_argument("name")
+    show.set_defaults(fn=cmd_show)
+    delete = vm.add_parser("delete", help="delete VMs")
+    delete.add_argument("names", nargs="+")
+    delete.add_argument("--no-wait", action="store_true")
+    delete.add_argument("--timeout", type=float, default=120)
+    delete.set_defaults(fn=cmd_delete)
+
+    images = sub.add_parser("images", help="images you may use")
+    images.set_defaults(fn=cmd_images)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with Client(args.gateway) as client:
+            return int(args.fn(client, args))
+    except WnodesRpcError as err:
+        print(f"wnodes: {err.message} ({err.code.name}{', ' + err.reason if err.reason else ''})", file=sys.stderr)
+        return 2 if err.code.name in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") else 1
+    except KeyboardInterrupt:
+        return 130
+    except TimeoutError as err:
+        print(f"wnodes: {err}", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The WNoDeS Python SDK: one Client over the gateway's public API (wnodes.v1)."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import empty_pb2
+
+from clients.wnodes_client._errors import WnodesRpcError
+from clients.wnodes_client._operations import OperationHandle
+from wnodes.v1 import (
+    hypervisor_pb2,
+    hypervisor_service_pb2,
+    hypervisor_service_pb2_grpc,
+    image_pb2,
+    image_service_pb2,
+    image_service_pb2_grpc,
+    virtual_machine_pb2,
+    virtual_machine_service_pb2,
+    virtual_machine_service_pb2_grpc,
+)
+
+DEFAULT_TARGET = "127.0.0.1:8443"
+UPLOAD_CHUNK = 1 << 20
+RETRIES = 5
+
+
+@dataclass
+class RunResult:
+    vm: virtual_machine_pb2.VirtualMachine
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    seconds_to_first_output: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Client:
+    """Talks to a WNoDeS gateway.
+
+    ``target`` defaults to $WNODES_GATEWAY; the identity to $WNODES_USER / $WNODES_VO (the
+    development stack trusts them; a site gateway authenticates with certificates instead).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        user: str | None = None,
+        vo: str | None = None,
+        roles: Sequence[str] = (),
+    ) -> None:
+        self.target = target or os.environ.get("WNODES_GATEWAY", DEFAULT_TARGET)
+        self._metadata = [
+            ("wnodes-user", user or os.environ.get("WNODES_USER") or getpass.getuser()),
+            ("wnodes-vo", vo or os.environ.get("WNODES_VO", "wnodes")),
+            ("wnodes-roles", ",".join(roles) or os.environ.get("WNODES_ROLES", "")),
+        ]
+        self._channel = grpc.insecure_channel(
+            self.target, options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+        )
+        self._vms = virtual_machine_service_pb2_grpc.VirtualMachineServiceStub(self._channel)
+        self._images = image_service_pb2_grpc.ImageServiceStub(self._channel)
+        self._hosts = hypervisor_service_pb2_grpc.HypervisorServiceStub(self._channel)
+        self._ops = operations_pb2_grpc.OperationsStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], request: Any, timeout: float = 60.0, retry: bool = True) -> Any:
+        delay = 0.1
+        for attempt in range(RETRIES if retry else 1):
+            try:
+                return fn(request, metadata=self._metadata, timeout=timeout)
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else None  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNAVAILABLE and retry and attempt < RETRIES - 1:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                raise WnodesRpcError.from_call(err) from None
+        raise AssertionError("unreachable")
+
+    def _wait(self, request: operations_pb2.WaitOperationRequest) -> operations_pb2.Operation:
+        return self._call(self._ops.WaitOperation, request, timeout=request.timeout.seconds + 15)
+
+    # --- virtual machines -----------------------------------------------------------------
+
+    def create_vm(
+        self,
+        image: str,
+        vcpu_count: int = 1,
+        memory_mib: int = 256,
+        *,
+        labels: dict[str, str] | None = None,
+        pinned_hypervisor: str = "",
+        user_data: bytes = b"",
+        request_id: str | None = None,
+    ) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Starts creating a VM; the handle's result() is the ACTIVE VM. Retries reuse one
+        request_id, so a VM is never created twice."""
+        vm = virtual_machine_pb2.VirtualMachine(
+            image=image, vcpu_count=vcpu_count, memory_mib=memory_mib, labels=labels or {},
+            pinned_hypervisor=pinned_hypervisor, user_data=user_data,
+        )
+        request = virtual_machine_service_pb2.CreateVirtualMachineRequest(
+            virtual_machine=vm, request_id=request_id or uuid.uuid4().hex
+        )
+        op = self._call(self._vms.CreateVirtualMachine, request)
+        return OperationHandle(op, self._wait, virtual_machine_pb2.VirtualMachine, virtual_machine_pb2.VirtualMachine)
+
+    def delete_vm(self, name: str) -> OperationHandle[empty_pb2.Empty]:
+        request = virtual_machine_service_pb2.DeleteVirtualMachineRequest(name=_vm_name(name), request_id=uuid.uuid4().hex)
+        op = self._call(self._vms.DeleteVirtualMachine, request)
+        return OperationHandle(op, self._wait, empty_pb2.Empty, virtual_machine_pb2.VirtualMachine)
+
+    def get_vm(self, name: str) -> virtual_machine_pb2.VirtualMachine:
+        return self._call(self._vms.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=_vm_name(name)))
+
+    def list_vms(self, hypervisor: str = "", page_size: int = 200) -> Iterator[virtual_machine_pb2.VirtualMachine]:
+        token = ""
+        while True:
+            request = virtual_machine_service_pb2.ListVirtualMachinesRequest(page_size=page_size, page_token=token, hypervisor=hypervisor)
+            page = self._call(self._vms.ListVirtualMachines, request)
+            yield from page.virtual_machines
+            token = page.next_page_token
+            if not token:
+                return
+
+    def exec(
+        self, name: str, command: Sequence[str], ready_timeout: float = 0.0
+    ) -> Iterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
+        """Streams the command's stdout/stderr chunks, then one message with its exit_code."""
+        request = virtual_machine_service_pb2.ExecVirtualMachineRequest(
+            name=_vm_name(name), command=list(command), ready_timeout_seconds=ready_timeout
+        )
+        try:
+            yield from self._vms.ExecVirtualMachine(request, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise WnodesRpcError.from_call(err) from None
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str],
+        vcpu_count: int = 1,
+        memory_mib: int = 256,
+        *,
+        labels: dict[str, str] | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
+        keep: bool = False,
+    ) -> RunResult:
+        """Runs a command in a fresh VM and removes the VM afterwards (even on errors).
+
+        The command is sent as soon as the VM is placed; the agent hands it to the guest the
+        moment the guest is ready, so no polling sits between boot and output."""
+        start = time.monotonic()
+        op = self.create_vm(image, vcpu_count, memory_mib, labels=labels)
+        vm_name = op.metadata.name if op.metadata is not None else ""  # type: ignore[attr-defined]
+        result = RunResult(vm=virtual_machine_pb2.VirtualMachine(name=vm_name), exit_code=-1)
+        result.timings["create_rpc"] = time.monotonic() - start
+        try:
+            if op.done:
+                op.result()  # raises if placement failed
+            out, err = bytearray(), bytearray()
+            for msg in self.exec(vm_name, command):
+                kind = msg.WhichOneof("payload")
+                if kind in ("stdout", "stderr"):
+                    data = getattr(msg, kind)
+                    if result.seconds_to_first_output is None:
+                        result.seconds_to_first_output = time.monotonic() - start
+                    (out if kind == "stdout" else err).extend(data)
+                    if on_output:
+                        on_output(kind, data)
+                elif kind == "exit_code":
+                    result.exit_code = msg.exit_code
+            result.stdout, result.stderr = bytes(out), bytes(err)
+            result.vm = self.get_vm(vm_name)
+            result.timings["total"] = time.monotonic() - start
+            return result
+        finally:
+            if vm_name and not keep:
+                self.delete_vm(vm_name).result(timeout=120)
+
+    # --- images ---------------------------------------------------------------------------
+
+    def list_images(self, image: str = "") -> list[image_pb2.ImageVersion]:
+        out: list[image_pb2.ImageVersion] = []
+        token = ""
+        while True:
+            request = image_service_pb2.ListImageVersionsRequest(parent=f"images/{image}" if image else "", page_token=token)
+            page = self._call(self._images.ListImageVersions, request)
+            out.extend(page.image_versions)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def get_image(self, name: str) -> image_pb2.ImageVersion:
+        return self._call(self._images.GetImageVersion, image_service_pb2.GetImageVersionRequest(name=name))
+
+    def upload_image(
+        self,
+        image: str,
+        disk: Path,
+        *,
+        kernel: Path | None = None,
+        initrd: Path | None = None,
+        cmdline: str = "",
+        visibility: str = "PUBLIC",
+        description: str = "",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> image_pb2.ImageVersion:
+        """Uploads files as a new version of image; checksums are computed here and verified by
+        the imagestore, so a corrupted or cut transfer is refused."""
+        parts = {"disk": disk} | ({"kernel": kernel} if kernel else {}) | ({"initrd": initrd} if initrd else {})
+        blobs = {p: image_pb2.Blob(sha256=_sha256(f), size_bytes=f.stat().st_size) for p, f in parts.items()}
+        header = image_pb2.ImageVersion(
+            image=image, visibility=image_pb2.ImageVersion.Visibility.Value(visibility), format="qcow2",
+            architecture="x86_64", disk=blobs["disk"], description=description,
+        )
+        if kernel:
+            header.direct_boot.CopyFrom(image_pb2.DirectBoot(kernel=blobs["kernel"], initrd=blobs.get("initrd"), cmdline=cmdline))
+        total = sum(b.size_bytes for b in blobs.values())
+
+        def messages() -> Iterator[image_service_pb2.UploadImageVersionRequest]:
+            yield image_service_pb2.UploadImageVersionRequest(header=header)
+            sent = 0
+            for part, path in parts.items():
+                with path.open("rb") as f:
+                    for chunk in iter(lambda: f.read(UPLOAD_CHUNK), b""):
+                        sent += len(chunk)
+                        if on_progress:
+                            on_progress(sent, total)
+                        yield image_service_pb2.UploadImageVersionRequest(
+                            chunk=image_service_pb2.UploadImageVersionRequest.Chunk(part=part, data=chunk)
+                        )
+
+        try:
+            return self._images.UploadImageVersion(messages(), metadata=self._metadata, timeout=3600)
+        except grpc.RpcError as err:
+            raise WnodesRpcError.from_call(err) from None
+
+    # --- farm -----------------------------------------------------------------------------
+
+    def list_hypervisors(self) -> list[hypervisor_pb2.Hypervisor]:
+        out: list[hypervisor_pb2.Hypervisor] = []
+        token = ""
+        while True:
+            page = self._call(self._hosts.ListHypervisors, hypervisor_service_pb2.ListHypervisorsRequest(page_token=token))
+            out.extend(page.hypervisors)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def get_hypervisor(self, name: str) -> hypervisor_pb2.Hypervisor:
+        name = name if name.startswith("hypervisors/") else f"hypervisors/{name}"
+        return self._call(self._hosts.GetHypervisor, hypervisor_service_pb2.GetHypervisorRequest(name=name))
+
+    def list_nameservers(self) -> list[hypervisor_pb2.Nameserver]:
+        return list(self._call(self._hosts.ListNameservers, hypervisor_service_pb2.ListNameserversRequest()).nameservers)
+
+
+def _vm_name(name: str) -> str:
+    return name if name.startswith("virtualMachines/") else f"virtualMachines/{name}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,46 @@
+"""Reading the image catalogue from etcd: shared by the imagestore (which writes it) and the
+nameserver (which resolves the image a VM asks for)."""
+
+from __future__ import annotations
+
+from services.common import records
+from services.common.errors import FailedPrecondition, ImageNotFound
+from services.common.identity import Principal
+from services.common.keys import Keys
+from services.common.records import ImageRecord
+from services.common.store import EtcdStore
+
+
+class ImageCatalog:
+    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+        self._store = store
+        self._keys = keys
+
+    async def versions(self, image: str = "") -> list[ImageRecord]:
+        entries, _ = await self._store.get_prefix(self._keys.image_version(image))
+        return [records.load(ImageRecord, e.value) for e in entries]
+
+    async def resolve(self, image: str, version: int | None, principal: Principal) -> ImageRecord:
+        """The version to boot: the one named, or the newest AVAILABLE one the caller may use."""
+        visible = [r for r in await self.versions(image) if r.visible_to(principal.vo, principal.is_admin)]
+        if not visible:
+            names = sorted({r.image for r in await self.versions() if r.visible_to(principal.vo, principal.is_admin)})
+            raise ImageNotFound(
+                f"image {image!r} does not exist or is not visible to VO {principal.vo!r}; "
+                f"available: {', '.join(names) or 'none'}",
+                metadata={"image": image},
+            )
+        if version is not None:
+            for r in visible:
+                if r.version == version:
+                    if r.state != "AVAILABLE":
+                        raise FailedPrecondition(
+                            f"images/{image}/versions/{version} is {r.state.lower()}; new VMs cannot use it",
+                            reason="IMAGE_NOT_AVAILABLE",
+                        )
+                    return r
+            raise ImageNotFound(f"images/{image} has no version {version}", metadata={"image": image})
+        available = [r for r in visible if r.state == "AVAILABLE"]
+        if not available:
+            raise FailedPrecondition(f"images/{image} has no available version", reason="IMAGE_NOT_AVAILABLE")
+        return max(available, key=lambda r: r.version)

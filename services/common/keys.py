@@ -1,0 +1,50 @@
+"""The etcd key layout, in one place. Every key lives under a root prefix ("/wnodes/v1" by
+default) so that several stacks can share one etcd cluster in tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    root: str = "/wnodes/v1"
+
+    def hypervisor(self, host: str = "") -> str:
+        """Lease-bound: disappears when the agent stops renewing it."""
+        return f"{self.root}/hypervisors/{host}"
+
+    def usage(self, host: str = "") -> str:
+        return f"{self.root}/usage/{host}"
+
+    def vm(self, vm_id: str = "") -> str:
+        return f"{self.root}/vms/{vm_id}"
+
+    def placements(self, host: str) -> str:
+        return f"{self.root}/placements/{host}/"
+
+    def placement(self, host: str, vm_id: str) -> str:
+        return f"{self.root}/placements/{host}/{vm_id}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.root}/requests/{request_id}"
+
+    def operation(self, op_id: str = "") -> str:
+        return f"{self.root}/operations/{op_id}"
+
+    def hostname_lease(self, hostname: str) -> str:
+        return f"{self.root}/leases/hostnames/{hostname}"
+
+    def mac_lease(self, mac: str) -> str:
+        return f"{self.root}/leases/macs/{mac}"
+
+    def nameserver(self, ns_id: str = "") -> str:
+        return f"{self.root}/nameservers/{ns_id}"
+
+    def image_version(self, image: str = "", version: int | None = None) -> str:
+        if version is None:
+            return f"{self.root}/images/{image}/" if image else f"{self.root}/images/"
+        return f"{self.root}/images/{image}/{version:08d}"
+
+    def election(self, duty: str) -> str:
+        return f"{self.root}/elections/{duty}"

@@ -1,0 +1,161 @@
+"""The records kept in etcd, as plain dataclasses (JSON on the wire).
+
+Shared by the nameserver (which writes requests and placements) and the hypervisor agents (which
+write what actually happened). Protobuf conversion lives in each servicer's ``convert.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class VmState(enum.StrEnum):
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    STARTING = "STARTING"
+    ACTIVE = "ACTIVE"
+    DELETING = "DELETING"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+
+# States in which a VM holds cores and memory on its hypervisor.
+HOLDS_RESOURCES = frozenset({VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.DELETING, VmState.UNKNOWN})
+
+
+@dataclass
+class VmRecord:
+    id: str
+    image: str
+    image_version: str
+    vcpu_count: int
+    memory_mib: int
+    owner_user: str
+    owner_vo: str
+    state: VmState = VmState.PENDING
+    state_message: str = ""
+    hypervisor: str = ""
+    pinned_hypervisor: str = ""
+    hostname: str = ""
+    mac_address: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    user_data: str = ""  # base64
+    bandwidth_mbps: int = 0
+    request_id: str = ""
+    virtualization: str = ""
+    create_time: float = field(default_factory=time.time)
+    update_time: float = field(default_factory=time.time)
+    boot_seconds: float = 0.0
+    # W3C traceparent of the request that created it, so the agent's spans join that trace.
+    trace_context: dict[str, str] = field(default_factory=dict)
+    # Error status of a FAILED VM: {"code": int, "reason": str, "message": str}.
+    error: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"virtualMachines/{self.id}"
+
+
+@dataclass
+class HypervisorRecord:
+    name: str
+    endpoint: str
+    vcpu_count: int
+    memory_mib: int
+    virtualization: str
+    cached_images: list[str] = field(default_factory=list)
+    register_time: float = field(default_factory=time.time)
+
+
+@dataclass
+class HostUsage:
+    """Cores and memory promised on one host. Placement compares this key's revision."""
+
+    vcpus_used: int = 0
+    memory_mib_used: int = 0
+    vms: dict[str, list[int]] = field(default_factory=dict)  # vm id -> [vcpus, memory_mib]
+
+    def add(self, vm_id: str, vcpus: int, memory_mib: int) -> None:
+        if vm_id in self.vms:
+            return
+        self.vms[vm_id] = [vcpus, memory_mib]
+        self.vcpus_used += vcpus
+        self.memory_mib_used += memory_mib
+
+    def remove(self, vm_id: str) -> None:
+        held = self.vms.pop(vm_id, None)
+        if held is not None:
+            self.vcpus_used -= held[0]
+            self.memory_mib_used -= held[1]
+
+
+@dataclass
+class OperationRecord:
+    id: str
+    kind: str  # "create" | "delete"
+    vm_id: str
+    create_time: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return f"operations/{self.id}"
+
+
+@dataclass
+class NameserverRecord:
+    id: str
+    endpoint: str
+    start_time: float = field(default_factory=time.time)
+
+
+def dump(record: Any) -> bytes:
+    return json.dumps(dataclasses.asdict(record), separators=(",", ":")).encode()
+
+
+def load(cls: type[T], raw: bytes) -> T:
+    data = json.loads(raw)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    obj = cls(**{k: v for k, v in data.items() if k in names})
+    if isinstance(obj, VmRecord):
+        obj.state = VmState(obj.state)
+    return obj
+
+
+@dataclass
+class BlobRef:
+    sha256: str
+    size_bytes: int
+
+
+@dataclass
+class ImageRecord:
+    """One version of an image, as the imagestore registers it."""
+
+    image: str
+    version: int
+    owner_vo: str
+    visibility: str = "PUBLIC"  # PRIVATE | VO | PUBLIC
+    architecture: str = "x86_64"
+    format: str = "qcow2"
+    disk: dict[str, Any] = field(default_factory=dict)  # BlobRef as dict
+    kernel: dict[str, Any] = field(default_factory=dict)
+    initrd: dict[str, Any] = field(default_factory=dict)
+    cmdline: str = ""
+    state: str = "AVAILABLE"
+    description: str = ""
+    owner_user: str = ""
+    create_time: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return f"images/{self.image}/versions/{self.version}"
+
+    def visible_to(self, vo: str, is_admin: bool = False) -> bool:
+        return is_admin or self.visibility == "PUBLIC" or self.owner_vo == vo

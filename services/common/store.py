@@ -1,0 +1,204 @@
+"""The etcd store: the only durable state of WNoDeS.
+
+A thin layer over ``etcd3aio`` (the etcd v3 client that works with current grpcio and protobuf;
+see docs/decisions.md) that speaks in keys, bytes and revisions, bounds every call with a
+timeout, and turns etcd's connection errors into ``Unavailable`` so callers fail fast (no hang)
+when the cluster has lost quorum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from etcd3aio import Etcd3Client
+from etcd3aio._protobuf import Compare as PbCompare
+from etcd3aio.errors import EtcdError
+from etcd3aio.kv import KVService, SortOrder, SortTarget, prefix_range_end
+
+from services.common.errors import DeadlineExceeded, Unavailable
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str
+    value: bytes  # empty for deletes
+    deleted: bool
+    revision: int
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A transaction guard. ``revision`` 0 means "the key does not exist"."""
+
+    key: str
+    mod_revision: int
+
+    @staticmethod
+    def unchanged(entry: Entry | None, key: str) -> Compare:
+        return Compare(key, entry.mod_revision if entry else 0)
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+    prefix: bool = False
+
+
+def _as_entry(kv: object) -> Entry:
+    return Entry(
+        key=kv.key.decode(),  # type: ignore[attr-defined]
+        value=kv.value,  # type: ignore[attr-defined]
+        mod_revision=kv.mod_revision,  # type: ignore[attr-defined]
+        create_revision=kv.create_revision,  # type: ignore[attr-defined]
+    )
+
+
+class EtcdStore:
+    def __init__(self, endpoints: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._client = Etcd3Client(list(endpoints), rpc_max_attempts=2, watch_max_reconnect_backoff_seconds=1.0)
+        self._timeout = timeout
+        self._connected = False
+
+    async def connect(self) -> None:
+        await self._client.connect()
+        self._connected = True
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @property
+    def client(self) -> Etcd3Client:
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def _call(self, what: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError as exc:
+            raise Unavailable(f"etcd did not answer {what} within {self._timeout:.0f}s (quorum lost?)") from exc
+        except EtcdError as exc:
+            raise Unavailable(f"etcd {what} failed: {exc}") from exc
+        except Exception as exc:  # grpc.aio errors surface here when etcd is gone
+            if type(exc).__name__ in {"AioRpcError", "UsageError"}:
+                raise Unavailable(f"etcd {what} failed: {exc}") from exc
+            raise
+
+    async def get(self, key: str) -> Entry | None:
+        async with self._call("get"):
+            resp = await self._client.kv.get(key)  # type: ignore[union-attr]
+        return _as_entry(resp.kvs[0]) if resp.kvs else None
+
+    async def get_prefix(self, prefix: str, *, start_after: str = "", limit: int = 0, keys_only: bool = False) -> tuple[list[Entry], int]:
+        """Entries under prefix in key order, and the store revision they were read at."""
+        start = (start_after + "\0") if start_after else prefix
+        async with self._call("range"):
+            resp = await self._client.kv.get(  # type: ignore[union-attr]
+                start,
+                range_end=prefix_range_end(prefix.encode()),
+                limit=limit,
+                sort_order=SortOrder.ASCEND,
+                sort_target=SortTarget.KEY,
+                keys_only=keys_only,
+            )
+        return [_as_entry(kv) for kv in resp.kvs], resp.header.revision
+
+    async def count_prefix(self, prefix: str) -> int:
+        async with self._call("count"):
+            resp = await self._client.kv.get(prefix, range_end=prefix_range_end(prefix.encode()), count_only=True)  # type: ignore[union-attr]
+        return int(resp.count)
+
+    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        async with self._call("put"):
+            resp = await self._client.kv.put(key, value, lease=lease)  # type: ignore[union-attr]
+        return int(resp.header.revision)
+
+    async def delete(self, key: str) -> None:
+        async with self._call("delete"):
+            await self._client.kv.delete(key)  # type: ignore[union-attr]
+
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> tuple[bool, int]:
+        """Applies ops atomically if every compare holds. Returns whether it did, and the store
+        revision after it (the mod_revision of every key it wrote)."""
+        cmp = [
+            KVService.txn_compare_create_revision(c.key, 0)
+            if c.mod_revision == 0
+            else _compare_mod(c.key, c.mod_revision)
+            for c in compares
+        ]
+        requests = []
+        for op in ops:
+            if isinstance(op, Put):
+                requests.append(KVService.txn_op_put(op.key, op.value, lease=op.lease))
+            else:
+                end = prefix_range_end(op.key.encode()) if op.prefix else None
+                requests.append(KVService.txn_op_delete(op.key, range_end=end))
+        async with self._call("txn"):
+            resp = await self._client.kv.txn(cmp, requests)  # type: ignore[union-attr]
+        return bool(resp.succeeded), int(resp.header.revision)
+
+    async def watch_prefix(self, prefix: str, start_revision: int = 0) -> AsyncIterator[Event]:
+        """Events under prefix from start_revision on; reconnects across member failures."""
+        async for resp in self._client.watch.watch(  # type: ignore[union-attr]
+            prefix, range_end=prefix_range_end(prefix.encode()), start_revision=start_revision
+        ):
+            for ev in resp.events:
+                yield Event(
+                    key=ev.kv.key.decode(),
+                    value=ev.kv.value,
+                    deleted=ev.type == 1,
+                    revision=ev.kv.mod_revision,
+                )
+
+    async def watch_key(self, key: str, start_revision: int = 0) -> AsyncIterator[Event]:
+        async for resp in self._client.watch.watch(key, start_revision=start_revision):  # type: ignore[union-attr]
+            for ev in resp.events:
+                yield Event(key=key, value=ev.kv.value, deleted=ev.type == 1, revision=ev.kv.mod_revision)
+
+    async def grant_lease(self, ttl: int) -> int:
+        async with self._call("lease grant"):
+            resp = await self._client.lease.grant(ttl=ttl)  # type: ignore[union-attr]
+        return int(resp.ID)
+
+    async def keep_alive_once(self, lease_id: int) -> bool:
+        """Renews a lease; False when it has already expired."""
+        async with self._call("lease keepalive"):
+            stream = self._client.lease.keep_alive(lease_id)  # type: ignore[union-attr]
+            try:
+                async for resp in stream:
+                    return bool(resp.TTL > 0)
+            finally:
+                stream.cancel()
+        return False
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        with contextlib.suppress(Exception):
+            async with self._call("lease revoke"):
+                await self._client.lease.revoke(lease_id)  # type: ignore[union-attr]
+
+
+def _compare_mod(key: str, revision: int) -> PbCompare:
+    return PbCompare(result=PbCompare.EQUAL, target=PbCompare.MOD, key=key.encode(), mod_revision=revision)

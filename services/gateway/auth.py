@@ -1,0 +1,27 @@
+"""Authentication at the edge: turn whatever the caller presented into a Principal.
+
+``TrustedHeaderAuthenticator`` takes the identity from the ``wnodes-user``/``wnodes-vo``
+metadata. It is for a single-machine development stack (loopback only), where the caller is the
+local operator; a site deployment uses X.509 (mutual TLS) or tokens in front of it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import grpc
+
+from services.common.errors import Unauthenticated
+from services.common.identity import Principal
+
+
+class Authenticator(Protocol):
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal: ...
+
+
+class TrustedHeaderAuthenticator:
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        principal = Principal.from_metadata(context.invocation_metadata())  # type: ignore[arg-type]
+        if principal is None:
+            raise Unauthenticated("no identity: send wnodes-user and wnodes-vo metadata (the SDK and CLIs do)")
+        return principal

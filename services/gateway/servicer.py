@@ -1,0 +1,142 @@
+"""The public gRPC API (wnodes.v1): authenticate, then forward to the internal service that owns
+the resource. The gateway keeps no state."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+
+from services.common.errors import FailedPrecondition
+from services.common.grpc_errors import maps_errors
+from services.common.names import parse_resource_id
+from services.gateway.auth import Authenticator
+from services.gateway.backends import Backends, call
+from wnodes.hypervisor.v1 import agent_service_pb2
+from wnodes.v1 import (
+    hypervisor_pb2,
+    hypervisor_service_pb2,
+    hypervisor_service_pb2_grpc,
+    image_pb2,
+    image_service_pb2,
+    image_service_pb2_grpc,
+    virtual_machine_pb2,
+    virtual_machine_service_pb2,
+    virtual_machine_service_pb2_grpc,
+)
+
+Ctx = grpc.aio.ServicerContext
+
+
+class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServiceServicer):
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def GetVirtualMachine(self, request: virtual_machine_service_pb2.GetVirtualMachineRequest, context: Ctx) -> virtual_machine_pb2.VirtualMachine:
+        return await call(self._auth.authenticate(context), self._b.registry.GetVirtualMachine, request)
+
+    @maps_errors
+    async def ListVirtualMachines(
+        self, request: virtual_machine_service_pb2.ListVirtualMachinesRequest, context: Ctx
+    ) -> virtual_machine_service_pb2.ListVirtualMachinesResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListVirtualMachines, request)
+
+    @maps_errors
+    async def CreateVirtualMachine(
+        self, request: virtual_machine_service_pb2.CreateVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        principal = self._auth.authenticate(context)
+        if not request.request_id:  # so that our own retries stay idempotent
+            request.request_id = uuid.uuid4().hex
+        return await call(principal, self._b.registry.CreateVirtualMachine, request)
+
+    @maps_errors
+    async def DeleteVirtualMachine(
+        self, request: virtual_machine_service_pb2.DeleteVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.DeleteVirtualMachine, request)
+
+    @maps_errors
+    async def ExecVirtualMachine(
+        self, request: virtual_machine_service_pb2.ExecVirtualMachineRequest, context: Ctx
+    ) -> AsyncIterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
+        principal = self._auth.authenticate(context)
+        vm_id = parse_resource_id(request.name, "virtualMachines")
+        vm = await call(principal, self._b.registry.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=request.name))
+        if not vm.hypervisor:
+            raise FailedPrecondition(f"{vm.name} is not placed on a hypervisor ({vm.state_message})", reason="VM_NOT_PLACED")
+        host = await call(principal, self._b.registry.GetHypervisor, hypervisor_service_pb2.GetHypervisorRequest(name=vm.hypervisor))
+        if host.state != hypervisor_pb2.Hypervisor.State.UP:
+            raise FailedPrecondition(f"{vm.hypervisor} is down", reason="HYPERVISOR_DOWN")
+        agent = self._b.agent(host.endpoint)
+        exec_request = agent_service_pb2.ExecRequest(
+            vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds
+        )
+        async for response in agent.Exec(exec_request, metadata=principal.to_metadata()):
+            yield response
+
+
+class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def GetImageVersion(self, request: image_service_pb2.GetImageVersionRequest, context: Ctx) -> image_pb2.ImageVersion:
+        return await call(self._auth.authenticate(context), self._b.imagestore.GetImageVersion, request)
+
+    @maps_errors
+    async def ListImageVersions(
+        self, request: image_service_pb2.ListImageVersionsRequest, context: Ctx
+    ) -> image_service_pb2.ListImageVersionsResponse:
+        return await call(self._auth.authenticate(context), self._b.imagestore.ListImageVersions, request)
+
+    @maps_errors
+    async def UploadImageVersion(
+        self, request_iterator: AsyncIterator[image_service_pb2.UploadImageVersionRequest], context: Ctx
+    ) -> image_pb2.ImageVersion:
+        principal = self._auth.authenticate(context)
+        return await self._b.imagestore.UploadImageVersion(request_iterator, metadata=principal.to_metadata())
+
+
+class HypervisorServicer(hypervisor_service_pb2_grpc.HypervisorServiceServicer):
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def GetHypervisor(self, request: hypervisor_service_pb2.GetHypervisorRequest, context: Ctx) -> hypervisor_pb2.Hypervisor:
+        return await call(self._auth.authenticate(context), self._b.registry.GetHypervisor, request)
+
+    @maps_errors
+    async def ListHypervisors(
+        self, request: hypervisor_service_pb2.ListHypervisorsRequest, context: Ctx
+    ) -> hypervisor_service_pb2.ListHypervisorsResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListHypervisors, request)
+
+    @maps_errors
+    async def ListNameservers(
+        self, request: hypervisor_service_pb2.ListNameserversRequest, context: Ctx
+    ) -> hypervisor_service_pb2.ListNameserversResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListNameservers, request)
+
+
+class OperationsServicer(operations_pb2_grpc.OperationsServicer):
+    """google.longrunning.Operations: Get and Wait (the others are not offered)."""
+
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: Ctx) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.GetOperation, request)
+
+    @maps_errors
+    async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: Ctx) -> operations_pb2.Operation:
+        wait = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 30.0
+        return await call(self._auth.authenticate(context), self._b.registry.WaitOperation, request, timeout=wait + 10)

@@ -1,0 +1,1 @@
+"""Hypervisor drivers, selected by name in the agent's configuration."""

@@ -1,0 +1,165 @@
+"""The hypervisor driver contract.
+
+A driver turns a ``DomainSpec`` into a running guest and back, and gives access to the guest's
+channel. The post-conditions in the docstrings are part of the contract and are checked by
+``tests/contract/test_hypervisor_driver.py`` for every implementation:
+
+- ``define_and_start`` either leaves a running domain or nothing at all;
+- ``destroy`` is idempotent: destroying a domain that does not exist is not an error;
+- ``list`` shows only the domains this driver owns (its name prefix), so an agent never touches
+  a domain that is not WNoDeS's.
+
+Drivers never import grpc or generated protobuf code: the agent converts at its edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class DriverError(Exception):
+    """A driver operation failed; the message says what and why."""
+
+
+class DomainNotFound(DriverError):
+    """No domain with that VM id exists on this host."""
+
+
+class GuestNotReady(DriverError):
+    """The guest did not give its ready signal in time, or its channel is gone."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network attachment (room for issue-level network work: VLAN, bridge, QoS)."""
+
+    mac_address: str
+    bridge: str = ""
+    vlan: int = 0
+    bandwidth_mbps: int = 0
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A block device attached besides the root disk."""
+
+    path: Path
+    device: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything a driver needs to start one VM. Pure data, no policy."""
+
+    vm_id: str
+    vcpu_count: int
+    memory_mib: int
+    # The VM's own copy-on-write overlay over the cached image (the agent creates it).
+    disk_path: Path
+    hostname: str
+    mac_address: str
+    # Direct kernel boot; None boots the disk's bootloader.
+    kernel_path: Path | None = None
+    initrd_path: Path | None = None
+    cmdline: str = ""
+    networks: tuple[NetworkSpec, ...] = ()
+    volumes: tuple[VolumeSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    vm_id: str
+    running: bool
+    # Driver-specific detail ("running", "shutoff", "crashed", ...), for logs and errors.
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HostResources:
+    vcpu_count: int
+    memory_mib: int
+    # "kvm" (hardware virtualisation), "qemu" (TCG emulation) or "fake".
+    virtualization: str
+
+
+@dataclass(frozen=True)
+class Stdout:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Stderr:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+
+
+ExecEvent = Stdout | Stderr | Exit
+
+
+@dataclass(frozen=True)
+class GuestReady:
+    """The guest's ready signal: it booted and its agent listens on the channel."""
+
+    kernel_release: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class GuestChannel(Protocol):
+    """The host end of a guest's channel (virtio-serial here; vsock where the host has it).
+
+    Never the network: the channel works for guests that have no network at all.
+    """
+
+    async def wait_ready(self, timeout: float) -> GuestReady:
+        """Returns once the guest signalled readiness; raises GuestNotReady after timeout."""
+        ...
+
+    def exec(self, command: str, uid: int = 0) -> AsyncIterator[ExecEvent]:
+        """Runs a shell command in the guest as uid.
+
+        Yields Stdout and Stderr chunks as the guest writes them, then exactly one Exit. Calls
+        on one guest are serialised.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Releases the host end; the guest keeps running."""
+        ...
+
+
+class HypervisorDriver(Protocol):
+    """A hypervisor backend. See the module docstring for the contract."""
+
+    async def host_resources(self) -> HostResources:
+        """What the host offers to guests."""
+        ...
+
+    async def define_and_start(self, spec: DomainSpec) -> None:
+        """Defines and starts the domain. On failure nothing is left behind and DriverError is
+        raised; a domain with that vm_id already running is an error (DriverError)."""
+        ...
+
+    async def destroy(self, vm_id: str) -> None:
+        """Stops the domain at once and undefines it. A missing domain is not an error."""
+        ...
+
+    async def list(self) -> list[DomainInfo]:
+        """The domains this driver owns on this host, running or not."""
+        ...
+
+    def guest(self, vm_id: str) -> GuestChannel:
+        """The guest channel of a domain. The same object is returned for the same vm_id while
+        the domain exists, so readiness seen once is remembered."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections; running domains keep running."""
+        ...

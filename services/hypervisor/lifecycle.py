@@ -1,0 +1,413 @@
+"""The hypervisor agent's control loop: make this host run what the registry says it should.
+
+Level-triggered: on start, on every change under ``placements/<host>/`` and every few seconds,
+it compares the VMs placed here with the domains the driver reports and converges. After a crash
+it adopts running domains that are still wanted (reconnecting their guest channels) and destroys
+the rest, so nothing leaks. Each VM is handled by one task at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+from services.common import records, telemetry
+from services.common.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    VirtualMachineNotFound,
+    WnodesError,
+    error_to_dict,
+)
+from services.common.keys import Keys
+from services.common.records import HostUsage, HypervisorRecord, ImageRecord, VmRecord, VmState
+from services.common.store import Compare, Delete, EtcdStore, Put
+from services.hypervisor.drivers.base import DomainSpec, DriverError, GuestChannel, HypervisorDriver
+from services.hypervisor.image_cache import CachedImage, ImageCache
+from services.hypervisor.overlay import create_overlay
+
+LOG = logging.getLogger(__name__)
+TRACER = telemetry.tracer(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host: str
+    """This hypervisor's name in the registry."""
+    endpoint: str
+    """Where the gateway reaches this agent's gRPC API."""
+    run_dir: Path
+    """Per-VM files (overlays, sockets, console logs) live in run_dir/<vm id>/."""
+    lease_ttl: int = 5
+    """Seconds after the agent's death at which its hypervisor record disappears."""
+    resync_interval: float = 5.0
+    """Seconds between full reconciliations (on top of the watch)."""
+    ready_timeout: float = 180.0
+    """Seconds a guest has to signal readiness before the VM is FAILED."""
+
+
+@dataclass
+class _Tracked:
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    failed: str = ""
+    # A change arrived while the task ran: handle the VM again when it ends.
+    dirty: bool = False
+
+
+class Agent:
+    def __init__(
+        self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None
+    ) -> None:
+        self.cfg = cfg
+        self._store = store
+        self._keys = keys
+        self.driver = driver
+        self._cache = cache
+        self._tracked: dict[str, _Tracked] = {}
+        self._lease = 0
+        self._record: HypervisorRecord | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kick = asyncio.Event()
+        self._cached_versions: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- registration ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        res = await self.driver.host_resources()
+        LOG.info(
+            "hypervisor %s: %d vCPUs, %d MiB, virtualization %s", self.cfg.host, res.vcpu_count, res.memory_mib, res.virtualization
+        )
+        self._record = HypervisorRecord(
+            name=self.cfg.host,
+            endpoint=self.cfg.endpoint,
+            vcpu_count=res.vcpu_count,
+            memory_mib=res.memory_mib,
+            virtualization=res.virtualization,
+        )
+        await self._register()
+        self._tasks = [
+            asyncio.create_task(self._keep_alive()),
+            asyncio.create_task(self._watch()),
+            asyncio.create_task(self._converge_loop()),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for tracked in self._tracked.values():
+            if tracked.task:
+                tracked.task.cancel()
+        for t in self._tasks + [tr.task for tr in self._tracked.values() if tr.task]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self._store.revoke_lease(self._lease)
+
+    async def _register(self) -> None:
+        assert self._record is not None
+        self._lease = await self._store.grant_lease(self.cfg.lease_ttl)
+        await self._publish()
+
+    async def _publish(self) -> None:
+        assert self._record is not None
+        self._record.cached_images = sorted(self._cached_versions)
+        await self._store.put(self._keys.hypervisor(self.cfg.host), records.dump(self._record), lease=self._lease)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self.cfg.lease_ttl / 3))
+            try:
+                if not await self._store.keep_alive_once(self._lease):
+                    LOG.warning("hypervisor %s: lease expired; registering again", self.cfg.host)
+                    await self._register()
+                    self._kick.set()
+            except Exception as exc:
+                LOG.warning("hypervisor %s: lease keepalive failed: %s", self.cfg.host, exc)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                _, revision = await self._store.get_prefix(self._keys.placements(self.cfg.host), keys_only=True, limit=1)
+                self._kick.set()
+                async for ev in self._store.watch_prefix(self._keys.placements(self.cfg.host), revision + 1):
+                    if not ev.deleted:
+                        task = asyncio.create_task(self._on_change(ev.key.rsplit("/", 1)[-1]))
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("hypervisor %s: watch failed (%s); retrying", self.cfg.host, exc)
+                await asyncio.sleep(0.5)
+
+    async def _converge_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cfg.resync_interval):
+                    await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self.converge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("hypervisor %s: convergence failed (%s); retrying", self.cfg.host, exc)
+
+    async def converge(self) -> None:
+        """One full pass: wanted VMs get handled, unwanted domains get destroyed."""
+        entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host), keys_only=True)
+        wanted = {e.key.rsplit("/", 1)[-1] for e in entries}
+        for vm_id in wanted:
+            self._ensure(vm_id)
+        for dom in await self.driver.list():
+            if dom.vm_id not in wanted and dom.vm_id not in self._tracked:
+                LOG.warning("hypervisor %s: destroying %s, which the registry does not place here", self.cfg.host, dom.vm_id)
+                await self._teardown_files(dom.vm_id)
+        for leftover in self._orphan_dirs(wanted):
+            LOG.warning("hypervisor %s: removing leftover files of %s", self.cfg.host, leftover)
+            await self._teardown_files(leftover)
+
+    def _orphan_dirs(self, wanted: set[str]) -> list[str]:
+        if not self.cfg.run_dir.exists():
+            return []
+        return [p.name for p in self.cfg.run_dir.iterdir() if p.is_dir() and p.name.startswith("vm-") and p.name not in wanted and p.name not in self._tracked]
+
+    def _ensure(self, vm_id: str) -> None:
+        tracked = self._tracked.setdefault(vm_id, _Tracked())
+        if tracked.task is None or tracked.task.done():
+            tracked.dirty = False
+            tracked.task = asyncio.create_task(self._handle(vm_id))
+            tracked.task.add_done_callback(lambda _t: self._after(vm_id))
+        else:
+            tracked.dirty = True
+
+    def _after(self, vm_id: str) -> None:
+        tracked = self._tracked.get(vm_id)
+        if tracked is not None and tracked.dirty:
+            self._ensure(vm_id)
+
+    async def _on_change(self, vm_id: str) -> None:
+        """A deletion must not wait for a boot in progress: cancel it, then tear down."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is not None and tracked.task is not None and not tracked.task.done():
+            entry = await self._store.get(self._keys.vm(vm_id))
+            if entry is None or records.load(VmRecord, entry.value).state == VmState.DELETING:
+                tracked.task.cancel()
+        self._ensure(vm_id)
+
+    async def _handle(self, vm_id: str) -> None:
+        """Brings one VM to what its record asks for."""
+        entry = await self._store.get(self._keys.vm(vm_id))
+        if entry is None:
+            await self._forget(vm_id, None)
+            return
+        vm = records.load(VmRecord, entry.value)
+        if vm.state == VmState.DELETING:
+            await self._forget(vm_id, vm)
+        elif vm.state == VmState.FAILED:
+            await self._release(vm_id, vm, delete_record=False)
+        elif vm.state in (VmState.SCHEDULED, VmState.STARTING):
+            await self._start(vm)
+        elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
+            await self._adopt(vm)
+
+    # --- start ----------------------------------------------------------------------------
+
+    async def _start(self, vm: VmRecord) -> None:
+        parent = propagate.extract(vm.trace_context)
+        token = otel_context.attach(parent)
+        started = time.monotonic()
+        try:
+            with TRACER.start_as_current_span("hypervisor.start_vm", attributes={"vm": vm.name, "host": self.cfg.host}):
+                if any(d.vm_id == vm.id for d in await self.driver.list()):
+                    await self._adopt(vm)  # the previous agent got this far before it died
+                    return
+                if not await self._transition(vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING}):
+                    return
+                with TRACER.start_as_current_span("image_cache.ensure"):
+                    image = await self._image(vm)
+                spec = await self._domain_spec(vm, image)
+                with TRACER.start_as_current_span("driver.define_and_start"):
+                    await self.driver.define_and_start(spec)
+                with TRACER.start_as_current_span("guest.wait_ready"):
+                    ready = await self.driver.guest(vm.id).wait_ready(self.cfg.ready_timeout)
+                res = await self.driver.host_resources()
+                boot = time.monotonic() - started
+
+                def activate(rec: VmRecord) -> bool:
+                    rec.boot_seconds, rec.virtualization = boot, res.virtualization
+                    rec.state_message = f"guest ready ({ready.kernel_release})"
+                    return True
+
+                if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate):
+                    self._tracked[vm.id].ready.set()
+                    LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, res.virtualization)
+                else:
+                    self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._fail(vm, exc)
+        finally:
+            otel_context.detach(token)
+
+    async def _image(self, vm: VmRecord) -> CachedImage | None:
+        name, version = vm.image_version.removeprefix("images/").split("/versions/")
+        entry = await self._store.get(self._keys.image_version(name, int(version)))
+        if entry is None:
+            raise FailedPrecondition(f"{vm.image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
+        image = records.load(ImageRecord, entry.value)
+        cached = await self._cache.ensure(image) if self._cache else None
+        if vm.image_version not in self._cached_versions:
+            self._cached_versions.add(vm.image_version)
+            await self._publish()
+        return cached
+
+    async def _domain_spec(self, vm: VmRecord, image: CachedImage | None) -> DomainSpec:
+        vm_dir = self.cfg.run_dir / vm.id
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        disk = vm_dir / "disk.qcow2"
+        if image is not None:
+            await create_overlay(image.disk, disk)
+        cmdline = f"{image.cmdline} wnodes.hostname={vm.hostname}".strip() if image else ""
+        return DomainSpec(
+            vm_id=vm.id,
+            vcpu_count=vm.vcpu_count,
+            memory_mib=vm.memory_mib,
+            disk_path=disk,
+            hostname=vm.hostname,
+            mac_address=vm.mac_address,
+            kernel_path=image.kernel if image else None,
+            initrd_path=image.initrd if image else None,
+            cmdline=cmdline,
+        )
+
+    async def _fail(self, vm: VmRecord, exc: BaseException) -> None:
+        err = exc if isinstance(exc, WnodesError) else FailedPrecondition(f"{type(exc).__name__}: {exc}", reason="VM_START_FAILED")
+        if isinstance(exc, DriverError):
+            err = FailedPrecondition(str(exc), reason="VM_START_FAILED")
+        LOG.error("%s FAILED on %s: %s", vm.name, self.cfg.host, err.message)
+        with contextlib.suppress(Exception):
+            await self.driver.destroy(vm.id)
+
+        def record_error(rec: VmRecord) -> bool:
+            rec.error = error_to_dict(err)
+            return True
+
+        await self._transition(vm.id, VmState.FAILED, err.message, expect={VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.UNKNOWN}, mutate=record_error)
+        tracked = self._tracked.get(vm.id)
+        if tracked:
+            tracked.failed = err.message
+        self._kick.set()
+
+    # --- adopt ----------------------------------------------------------------------------
+
+    async def _adopt(self, vm: VmRecord) -> None:
+        """A VM that should run here: check its domain is there and its guest answers."""
+        if not any(d.vm_id == vm.id and d.running for d in await self.driver.list()):
+            await self._fail(vm, DriverError(f"the domain of {vm.name} is gone (it crashed or the host restarted)"))
+            return
+        try:
+            await self.driver.guest(vm.id).wait_ready(min(self.cfg.ready_timeout, 60.0))
+        except DriverError as exc:
+            await self._fail(vm, exc)
+            return
+        if vm.state != VmState.ACTIVE:
+            await self._transition(vm.id, VmState.ACTIVE, "guest ready (adopted after an agent restart)", expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
+            LOG.info("%s adopted on %s", vm.name, self.cfg.host)
+        self._tracked[vm.id].ready.set()
+
+    # --- delete ---------------------------------------------------------------------------
+
+    async def _forget(self, vm_id: str, vm: VmRecord | None) -> None:
+        await self._teardown_files(vm_id)
+        await self._release(vm_id, vm, delete_record=True)
+        self._tracked.pop(vm_id, None)
+        LOG.info("virtualMachines/%s removed from %s", vm_id, self.cfg.host)
+
+    async def _teardown_files(self, vm_id: str) -> None:
+        await self.driver.destroy(vm_id)
+        shutil.rmtree(self.cfg.run_dir / vm_id, ignore_errors=True)
+
+    async def _release(self, vm_id: str, vm: VmRecord | None, *, delete_record: bool) -> None:
+        """Frees the VM's cores and memory and its placement; deletes its record and leases when
+        asked. One transaction, retried on conflicting usage updates."""
+        if not delete_record:
+            await self._teardown_files(vm_id)
+        usage_key = self._keys.usage(self.cfg.host)
+        while True:
+            entry = await self._store.get(usage_key)
+            usage = records.load(HostUsage, entry.value) if entry else HostUsage()
+            usage.remove(vm_id)
+            ops: list[Put | Delete] = [Put(usage_key, records.dump(usage)), Delete(self._keys.placement(self.cfg.host, vm_id))]
+            if delete_record:
+                ops.append(Delete(self._keys.vm(vm_id)))
+                if vm is not None:
+                    ops += [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
+            ok, _ = await self._store.txn([Compare.unchanged(entry, usage_key)], ops)
+            if ok:
+                return
+
+    # --- records --------------------------------------------------------------------------
+
+    async def _transition(
+        self, vm_id: str, state: VmState, message: str, *, expect: set[VmState], mutate: Callable[[VmRecord], bool] | None = None
+    ) -> bool:
+        """Compare-and-set of a VM's state; False if the VM left the expected states meanwhile
+        (e.g. it is being deleted)."""
+        while True:
+            entry = await self._store.get(self._keys.vm(vm_id))
+            if entry is None:
+                return False
+            rec = records.load(VmRecord, entry.value)
+            if rec.state not in expect:
+                return False
+            rec.state, rec.update_time = state, time.time()
+            if message:
+                rec.state_message = message
+            if mutate is not None and not mutate(rec):
+                return False
+            ok, _ = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, records.dump(rec))])
+            if ok:
+                return True
+
+    # --- the guest, for Exec --------------------------------------------------------------
+
+    def owns(self, vm_id: str) -> bool:
+        return vm_id in self._tracked
+
+    async def ready_guest(self, vm_id: str, timeout: float) -> GuestChannel:
+        """The guest channel of a VM of this host, once its guest is ready."""
+        try:
+            async with asyncio.timeout(timeout):
+                tracked = await self._tracked_soon(vm_id)
+                while not tracked.ready.is_set():
+                    if tracked.failed:
+                        raise FailedPrecondition(f"virtualMachines/{vm_id} failed: {tracked.failed}", reason="VM_FAILED")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.2):
+                            await tracked.ready.wait()
+        except TimeoutError as exc:
+            raise DeadlineExceeded(f"virtualMachines/{vm_id} was not ready within {timeout:.0f}s") from exc
+        return self.driver.guest(vm_id)
+
+    async def _tracked_soon(self, vm_id: str, grace: float = 5.0) -> _Tracked:
+        """The VM's entry; an Exec may arrive a moment before the placement's watch event."""
+        deadline = time.monotonic() + grace
+        while (tracked := self._tracked.get(vm_id)) is None:
+            if time.monotonic() > deadline:
+                raise VirtualMachineNotFound(f"virtualMachines/{vm_id} is not on hypervisor {self.cfg.host}")
+            await asyncio.sleep(0.02)
+        return tracked

@@ -1,0 +1,118 @@
+"""Wires a hypervisor agent: driver, image cache and control loop over etcd, plus its gRPC API.
+
+With ``--driver fake --simulate N`` one process runs N simulated hosts (for tests and scale
+simulation); with ``--driver libvirt`` it runs the real host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common import config, serve, telemetry
+from services.common.keys import Keys
+from services.common.store import EtcdStore
+from services.hypervisor.drivers.base import HypervisorDriver
+from services.hypervisor.drivers.fake import FakeDriver
+from services.hypervisor.image_cache import ImageCache
+from services.hypervisor.imagestore_source import ImagestoreBlobSource
+from services.hypervisor.lifecycle import Agent, AgentConfig
+from services.hypervisor.servicer import AgentServicer
+from wnodes.hypervisor.v1 import agent_service_pb2_grpc
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HypervisorAgentConfig:
+    host: str
+    """Hypervisor name (with --simulate: the prefix of the simulated hosts' names)."""
+    driver: str
+    """'libvirt' or 'fake'."""
+    listen: str
+    etcd: tuple[str, ...]
+    key_root: str
+    imagestore: str
+    """The imagestore's internal endpoint, for image blobs."""
+    state_dir: Path
+    """Holds run/ (per-VM overlays and sockets) and cache/ (image blobs)."""
+    libvirt_uri: str = "qemu:///system"
+    simulate: int = 1
+    fake_vcpus: int = 16
+    fake_memory_mib: int = 65536
+    lease_ttl: int = 5
+
+
+def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
+    p = argparse.ArgumentParser(prog="wnodes-hypervisor", description="WNoDeS hypervisor agent (one per physical host)")
+    p.add_argument("--host", default=config.env("HYPERVISOR_HOST", socket.gethostname()))
+    p.add_argument("--driver", choices=["libvirt", "fake"], default=config.env("HYPERVISOR_DRIVER", "libvirt"))
+    p.add_argument("--listen", default=config.env("HYPERVISOR_LISTEN", "127.0.0.1:0"))
+    p.add_argument("--etcd", default=config.env("ETCD", "127.0.0.1:2379"))
+    p.add_argument("--key-root", default=config.env("KEY_ROOT", "/wnodes/v1"))
+    p.add_argument("--imagestore", default=config.env("IMAGESTORE", ""))
+    p.add_argument("--state-dir", type=Path, default=Path(config.env("HYPERVISOR_STATE_DIR", "/var/lib/wnodes/hypervisor")))
+    p.add_argument("--libvirt-uri", default=config.env("LIBVIRT_URI", "qemu:///system"))
+    p.add_argument("--simulate", type=int, default=1, help="with --driver fake: how many hosts to simulate")
+    p.add_argument("--fake-vcpus", type=int, default=16)
+    p.add_argument("--fake-memory-mib", type=int, default=65536)
+    p.add_argument("--lease-ttl", type=int, default=5)
+    a = p.parse_args(argv)
+    if a.simulate > 1 and a.driver != "fake":
+        p.error("--simulate needs --driver fake")
+    return HypervisorAgentConfig(
+        host=a.host, driver=a.driver, listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root,
+        imagestore=a.imagestore, state_dir=a.state_dir, libvirt_uri=a.libvirt_uri, simulate=a.simulate,
+        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl,
+    )
+
+
+def _driver(cfg: HypervisorAgentConfig, run_dir: Path) -> HypervisorDriver:
+    if cfg.driver == "fake":
+        return FakeDriver(vcpu_count=cfg.fake_vcpus, memory_mib=cfg.fake_memory_mib)
+    from services.hypervisor.drivers.libvirt.driver import LibvirtDriver
+
+    return LibvirtDriver(uri=cfg.libvirt_uri, run_dir=run_dir, domain_prefix=f"wnodes-{cfg.host}-")
+
+
+async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
+    telemetry.setup("wnodes-hypervisor")
+    store = EtcdStore(cfg.etcd)
+    await store.connect()
+    keys = Keys(cfg.key_root)
+    server, health, port = await serve.make_server(cfg.listen)
+    endpoint = f"{cfg.listen.rsplit(':', 1)[0]}:{port}"
+    source = ImagestoreBlobSource(cfg.imagestore) if cfg.imagestore and cfg.driver != "fake" else None
+    cache = ImageCache(cfg.state_dir / "cache", source) if source else None
+    names = [cfg.host] if cfg.simulate <= 1 else [f"{cfg.host}-{i:03d}" for i in range(cfg.simulate)]
+    agents = []
+    for name in names:
+        run_dir = cfg.state_dir / "run" / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        agent_cfg = AgentConfig(host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl)
+        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache))
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents), server)
+    await server.start()
+    for agent in agents:
+        await agent.start()
+    await serve.set_serving(health)
+    LOG.info("hypervisor agent serving %d host(s) on %s with the %s driver", len(agents), endpoint, cfg.driver)
+    await stop.wait()
+    LOG.info("hypervisor agent stopping (VMs keep running; a restarted agent adopts them)")
+    await server.stop(grace=1)
+    for agent in agents:
+        await agent.stop()
+        await agent.driver.close()
+    if source:
+        await source.close()
+    await store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve.setup_logging("hypervisor")
+    cfg = parse_args(argv)
+    serve.run(lambda stop: serve_agent(cfg, stop))

@@ -1,0 +1,3 @@
+from services.imagestore.server import main
+
+main()

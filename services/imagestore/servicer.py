@@ -1,0 +1,110 @@
+"""gRPC edge of the imagestore."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.grpc_errors import maps_errors
+from services.common.principal_context import principal_of
+from services.common.records import ImageRecord
+from services.imagestore import convert
+from services.imagestore.blobs import BlobStore, BlobWriter
+from services.imagestore.catalog import Catalog, check_header
+from services.common.names import parse_image
+from wnodes.imagestore.v1 import imagestore_service_pb2, imagestore_service_pb2_grpc
+from wnodes.v1 import image_pb2, image_service_pb2
+
+
+class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
+    def __init__(self, catalog: Catalog, blobs: BlobStore) -> None:
+        self._catalog = catalog
+        self._blobs = blobs
+
+    @maps_errors
+    async def GetImageVersion(
+        self, request: image_service_pb2.GetImageVersionRequest, context: grpc.aio.ServicerContext
+    ) -> image_pb2.ImageVersion:
+        image, version = parse_image(request.name)
+        record = await self._catalog.resolve(image, version, principal_of(context))
+        return convert.image_to_proto(record)
+
+    @maps_errors
+    async def ListImageVersions(
+        self, request: image_service_pb2.ListImageVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> image_service_pb2.ListImageVersionsResponse:
+        principal = principal_of(context)
+        image = parse_image(request.parent)[0] if request.parent else ""
+        visible = [r for r in await self._catalog.versions(image) if r.visible_to(principal.vo, principal.is_admin)]
+        start = int(request.page_token) if request.page_token.isdigit() else 0
+        size = min(request.page_size or 100, 1000)
+        page = visible[start : start + size]
+        token = str(start + size) if start + size < len(visible) else ""
+        return image_service_pb2.ListImageVersionsResponse(
+            image_versions=[convert.image_to_proto(r) for r in page], next_page_token=token
+        )
+
+    @maps_errors
+    async def UploadImageVersion(
+        self, request_iterator: AsyncIterator[image_service_pb2.UploadImageVersionRequest], context: grpc.aio.ServicerContext
+    ) -> image_pb2.ImageVersion:
+        principal = principal_of(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("the first message of an upload must be the header", reason="HEADER_REQUIRED")
+        header = first.header
+        image = header.image.removeprefix("images/")
+        visibility = image_pb2.ImageVersion.Visibility.Name(header.visibility) if header.visibility else "VO"
+        declared = convert.declared_blobs(header)
+        check_header(image, visibility, declared)
+        owner_vo = header.owner_vo or principal.vo
+        if owner_vo != principal.vo and not principal.is_admin:
+            raise PermissionDenied(f"you may upload images for VO {principal.vo!r} only")
+        writers: dict[str, BlobWriter] = {p: self._blobs.writer(p, sha, size) for p, (sha, size) in declared.items()}
+        try:
+            async for msg in request_iterator:
+                if not msg.HasField("chunk"):
+                    raise InvalidArgument("only the first message may be a header", reason="DUPLICATE_HEADER")
+                writer = writers.get(msg.chunk.part)
+                if writer is None:
+                    raise InvalidArgument(f"chunk for undeclared part {msg.chunk.part!r}", reason="UNDECLARED_PART")
+                writer.write(msg.chunk.data)
+            for writer in writers.values():
+                await asyncio.to_thread(writer.finish, self._blobs.root)
+        except BaseException:
+            for writer in writers.values():
+                writer.discard()
+            raise
+
+        def ref(part: str) -> dict[str, object]:
+            return {"sha256": declared[part][0], "size_bytes": declared[part][1]} if part in declared else {}
+
+        record = ImageRecord(
+            image=image,
+            version=0,
+            owner_vo=owner_vo,
+            owner_user=principal.user,
+            visibility=visibility,
+            architecture=header.architecture or "x86_64",
+            format=header.format or "qcow2",
+            disk=ref("disk"),
+            kernel=ref("kernel"),
+            initrd=ref("initrd"),
+            cmdline=header.direct_boot.cmdline,
+            description=header.description,
+        )
+        return convert.image_to_proto(await self._catalog.register(record))
+
+    @maps_errors
+    async def DownloadBlob(
+        self, request: imagestore_service_pb2.DownloadBlobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[imagestore_service_pb2.BlobChunk]:
+        chunks = self._blobs.read(request.sha256, request.offset)
+        while True:
+            data = await asyncio.to_thread(next, chunks, b"")
+            if not data:
+                return
+            yield imagestore_service_pb2.BlobChunk(data=data)

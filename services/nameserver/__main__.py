@@ -1,0 +1,3 @@
+from services.nameserver.server import main
+
+main()

@@ -1,0 +1,94 @@
+"""Protobuf <-> registry records: the only place where the nameserver's protos meet its domain."""
+
+from __future__ import annotations
+
+import base64
+
+from google.longrunning import operations_pb2
+from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
+
+from services.common.grpc_errors import error_to_status
+from services.common.records import HypervisorRecord, NameserverRecord, VmRecord
+from services.nameserver.registry import HypervisorView, OperationView, VmSpec
+from wnodes.v1 import common_pb2, hypervisor_pb2, virtual_machine_pb2
+
+
+def _ts(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def spec_from_proto(vm: virtual_machine_pb2.VirtualMachine) -> VmSpec:
+    return VmSpec(
+        image=vm.image,
+        vcpu_count=vm.vcpu_count,
+        memory_mib=vm.memory_mib,
+        labels=dict(vm.labels),
+        user_data=vm.user_data,
+        bandwidth_mbps=vm.bandwidth_mbps,
+        pinned_hypervisor=vm.pinned_hypervisor,
+    )
+
+
+def vm_to_proto(vm: VmRecord) -> virtual_machine_pb2.VirtualMachine:
+    return virtual_machine_pb2.VirtualMachine(
+        name=vm.name,
+        image=vm.image,
+        image_version=vm.image_version,
+        vcpu_count=vm.vcpu_count,
+        memory_mib=vm.memory_mib,
+        state=virtual_machine_pb2.VirtualMachine.State.Value(vm.state.value),
+        state_message=vm.state_message,
+        hypervisor=f"hypervisors/{vm.hypervisor}" if vm.hypervisor else "",
+        hostname=vm.hostname,
+        mac_address=vm.mac_address,
+        owner=common_pb2.Owner(user=vm.owner_user, vo=vm.owner_vo),
+        labels={k: v for k, v in vm.labels.items() if not k.startswith("wnodes.")},
+        bandwidth_mbps=vm.bandwidth_mbps,
+        user_data=base64.b64decode(vm.user_data) if vm.user_data else b"",
+        pinned_hypervisor=f"hypervisors/{vm.pinned_hypervisor}" if vm.pinned_hypervisor else "",
+        virtualization=vm.virtualization,
+        create_time=_ts(vm.create_time),
+        update_time=_ts(vm.update_time),
+        boot_seconds=vm.boot_seconds,
+    )
+
+
+def operation_to_proto(view: OperationView) -> operations_pb2.Operation:
+    op = operations_pb2.Operation(name=view.op.name, done=view.done)
+    if view.vm is not None:
+        op.metadata.Pack(vm_to_proto(view.vm))
+    if view.done:
+        if view.error is not None:
+            op.error.CopyFrom(error_to_status(view.error))
+        elif view.op.kind == "create" and view.vm is not None:
+            op.response.Pack(vm_to_proto(view.vm))
+        else:
+            packed = any_pb2.Any()
+            packed.Pack(empty_pb2.Empty())
+            op.response.CopyFrom(packed)
+    return op
+
+
+def hypervisor_to_proto(view: HypervisorView) -> hypervisor_pb2.Hypervisor:
+    rec = view.record or HypervisorRecord(name=view.name, endpoint="", vcpu_count=0, memory_mib=0, virtualization="")
+    return hypervisor_pb2.Hypervisor(
+        name=f"hypervisors/{view.name}",
+        virtualization=rec.virtualization,
+        vcpu_count=rec.vcpu_count,
+        memory_mib=rec.memory_mib,
+        vcpus_used=view.usage.vcpus_used,
+        memory_mib_used=view.usage.memory_mib_used,
+        vm_count=len(view.usage.vms),
+        state=hypervisor_pb2.Hypervisor.State.UP if view.up else hypervisor_pb2.Hypervisor.State.DOWN,
+        cached_images=rec.cached_images,
+        endpoint=rec.endpoint,
+        register_time=_ts(rec.register_time) if view.record else None,
+    )
+
+
+def nameserver_to_proto(rec: NameserverRecord, duties: list[str]) -> hypervisor_pb2.Nameserver:
+    return hypervisor_pb2.Nameserver(
+        name=f"nameservers/{rec.id}", endpoint=rec.endpoint, duties=duties, start_time=_ts(rec.start_time)
+    )

@@ -1,0 +1,137 @@
+"""Membership and the duties that must run on exactly one replica.
+
+Each replica registers ``nameservers/<id>`` under its own etcd lease and keeps it alive. A duty
+is led by the replica whose candidacy key (bound to the same lease) is the oldest: when a replica
+dies its lease expires, its keys vanish and the next oldest leads, with no lock held in a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from services.common import records
+from services.common.keys import Keys
+from services.common.records import NameserverRecord, OperationRecord, VmRecord, VmState
+from services.common.store import Compare, Delete, EtcdStore, Put
+
+LOG = logging.getLogger(__name__)
+
+LEASE_TTL = 3
+OPERATION_RETENTION = 3600.0
+
+
+class Membership:
+    def __init__(self, store: EtcdStore, keys: Keys, record: NameserverRecord) -> None:
+        self._store = store
+        self._keys = keys
+        self._record = record
+        self.lease = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._register()
+        self._task = asyncio.create_task(self._keep_alive())
+
+    async def _register(self) -> None:
+        self.lease = await self._store.grant_lease(LEASE_TTL)
+        await self._store.put(self._keys.nameserver(self._record.id), records.dump(self._record), lease=self.lease)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_TTL / 3)
+            try:
+                if not await self._store.keep_alive_once(self.lease):
+                    LOG.warning("nameserver lease expired; registering again")
+                    await self._register()
+            except Exception as exc:
+                LOG.warning("lease keepalive failed: %s", exc)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._store.revoke_lease(self.lease)
+
+
+class Duty:
+    """Runs ``step`` every ``interval`` seconds while this replica leads the duty."""
+
+    def __init__(
+        self, name: str, store: EtcdStore, keys: Keys, membership: Membership, member_id: str,
+        step: Callable[[], Awaitable[None]], interval: float,
+    ) -> None:
+        self.name = name
+        self._store = store
+        self._keys = keys
+        self._membership = membership
+        self._member_id = member_id
+        self._step = step
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.leading = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        key = f"{self._keys.election(self.name)}/{self._member_id}"
+        while True:
+            try:
+                lease = self._membership.lease
+                await self._store.txn([Compare(key, 0)], [Put(key, self._member_id.encode(), lease=lease)])
+                entries, _ = await self._store.get_prefix(self._keys.election(self.name) + "/")
+                leader = min(entries, key=lambda e: e.create_revision) if entries else None
+                leading = leader is not None and leader.key == key
+                if leading != self.leading:
+                    LOG.info("%s duty %s", "leading" if leading else "no longer leading", self.name)
+                self.leading = leading
+                if leading:
+                    await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("duty %s: %s", self.name, exc)
+            await asyncio.sleep(self._interval)
+
+
+class Reconciler:
+    """The registry's housekeeping, run by one replica at a time.
+
+    - VMs on a hypervisor whose lease expired become UNKNOWN (the agent restores them);
+    - finished operations and their request ids are forgotten after a retention time.
+    """
+
+    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+        self._store = store
+        self._keys = keys
+
+    async def step(self) -> None:
+        live = {e.key.rsplit("/", 1)[-1] for e in (await self._store.get_prefix(self._keys.hypervisor(), keys_only=True))[0]}
+        vms, _ = await self._store.get_prefix(self._keys.vm())
+        present = set()
+        for e in vms:
+            vm = records.load(VmRecord, e.value)
+            present.add(vm.id)
+            if vm.hypervisor and vm.hypervisor not in live and vm.state in (VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE):
+                vm.state_message = f"hypervisor {vm.hypervisor} stopped reporting (was {vm.state})"
+                vm.state, vm.update_time = VmState.UNKNOWN, time.time()
+                ok, _ = await self._store.txn([Compare(e.key, e.mod_revision)], [Put(e.key, records.dump(vm))])
+                if ok:
+                    LOG.warning("%s is UNKNOWN: %s", vm.name, vm.state_message)
+        ops, _ = await self._store.get_prefix(self._keys.operation())
+        now = time.time()
+        for e in ops:
+            op = records.load(OperationRecord, e.value)
+            if now - op.create_time > OPERATION_RETENTION and op.vm_id not in present:
+                await self._store.txn([Compare(e.key, e.mod_revision)], [Delete(e.key)])

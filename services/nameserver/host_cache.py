@@ -1,0 +1,106 @@
+"""Each replica's view of the hosts, fed by etcd watches instead of a scan per placement.
+
+Placement reads hosts from here and proves it was right with the transaction: the usage key's
+revision is compared, so a stale view costs a retry, never an overbooked host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.common import records
+from services.common.keys import Keys
+from services.common.records import HostUsage, HypervisorRecord
+from services.common.store import EtcdStore, Entry
+from services.nameserver.scheduling.host_state import HostState
+
+LOG = logging.getLogger(__name__)
+
+
+class HostCache:
+    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+        self._store = store
+        self._keys = keys
+        self.hypervisors: dict[str, HypervisorRecord] = {}
+        self.usage: dict[str, tuple[HostUsage, Entry]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loaded: set[str] = set()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._follow(self._keys.hypervisor(), self._on_hypervisor)),
+            asyncio.create_task(self._follow(self._keys.usage(), self._on_usage)),
+        ]
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Returns once both prefixes have been loaded once."""
+        async with asyncio.timeout(timeout):
+            while len(self._loaded) < 2:
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def states(self) -> list[HostState]:
+        out = []
+        for name, hv in self.hypervisors.items():
+            usage = self.usage.get(name, (HostUsage(), None))[0]
+            out.append(
+                HostState(
+                    name=name,
+                    vcpu_count=hv.vcpu_count,
+                    memory_mib=hv.memory_mib,
+                    vcpus_used=usage.vcpus_used,
+                    memory_mib_used=usage.memory_mib_used,
+                    cached_images=frozenset(hv.cached_images),
+                )
+            )
+        return out
+
+    def note_usage(self, host: str, usage: HostUsage, entry: Entry) -> None:
+        """Records a write this replica just made, so its next placement sees it at once."""
+        current = self.usage.get(host)
+        if current is None or current[1].mod_revision < entry.mod_revision:
+            self.usage[host] = (usage, entry)
+
+    def _on_hypervisor(self, key: str, value: bytes, deleted: bool, entry: Entry | None) -> None:
+        name = key.rsplit("/", 1)[-1]
+        if deleted:
+            self.hypervisors.pop(name, None)
+        else:
+            self.hypervisors[name] = records.load(HypervisorRecord, value)
+
+    def _on_usage(self, key: str, value: bytes, deleted: bool, entry: Entry | None) -> None:
+        name = key.rsplit("/", 1)[-1]
+        if deleted or entry is None:
+            self.usage.pop(name, None)
+        else:
+            self.note_usage(name, records.load(HostUsage, value), entry)
+
+    async def _follow(self, prefix: str, apply: object) -> None:
+        """Loads a prefix, then applies its watch events; reloads if the watch breaks."""
+        while True:
+            try:
+                entries, revision = await self._store.get_prefix(prefix)
+                fresh: set[str] = set()
+                for e in entries:
+                    apply(e.key, e.value, False, e)  # type: ignore[operator]
+                    fresh.add(e.key.rsplit("/", 1)[-1])
+                target = self.hypervisors if prefix == self._keys.hypervisor() else self.usage
+                for gone in set(target) - fresh:
+                    target.pop(gone, None)
+                self._loaded.add(prefix)
+                async for ev in self._store.watch_prefix(prefix, start_revision=revision + 1):
+                    entry = Entry(ev.key, ev.value, ev.revision, 0)
+                    apply(ev.key, ev.value, ev.deleted, entry)  # type: ignore[operator]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # etcd unavailable: keep the last view, retry
+                LOG.warning("host cache: following %s failed (%s); retrying", prefix, exc)
+                await asyncio.sleep(0.5)

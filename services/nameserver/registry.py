@@ -1,0 +1,354 @@
+"""The registry: VMs, their operations, hostname and MAC leases, and placement.
+
+Stateless: everything lives in etcd, so any replica serves any call. Placement is one etcd
+transaction that writes the VM, its placement, its leases, the operation and the request id
+together, guarded by the host's usage revision and by the request id's absence. Two replicas
+placing at once cannot both win on one host, and a retried request finds its first operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from services.common import records
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NoCapacity,
+    NotFound,
+    Unavailable,
+    VirtualMachineNotFound,
+    WnodesError,
+    error_from_dict,
+)
+from services.common.identity import Principal
+from services.common.image_catalog import ImageCatalog
+from services.common.keys import Keys
+from services.common.records import (
+    HostUsage,
+    HypervisorRecord,
+    NameserverRecord,
+    OperationRecord,
+    VmRecord,
+    VmState,
+)
+from services.common.store import Compare, Delete, EtcdStore, Entry, Put
+from services.nameserver import validation
+from services.nameserver.host_cache import HostCache
+from services.nameserver.scheduling.host_state import PlacementRequest
+from services.nameserver.scheduling.scheduler import Scheduler
+
+LOG = logging.getLogger(__name__)
+
+PLACEMENT_ATTEMPTS = 8
+
+
+@dataclass
+class VmSpec:
+    """What a caller asks for."""
+
+    image: str
+    vcpu_count: int
+    memory_mib: int
+    labels: dict[str, str] = field(default_factory=dict)
+    user_data: bytes = b""
+    bandwidth_mbps: int = 0
+    pinned_hypervisor: str = ""
+
+
+@dataclass
+class OperationView:
+    op: OperationRecord
+    done: bool
+    vm: VmRecord | None
+    error: WnodesError | None = None
+
+
+@dataclass
+class HypervisorView:
+    record: HypervisorRecord | None
+    name: str
+    usage: HostUsage
+    up: bool
+
+
+class Registry:
+    def __init__(self, store: EtcdStore, keys: Keys, scheduler: Scheduler, hosts: HostCache) -> None:
+        self._store = store
+        self._keys = keys
+        self._scheduler = scheduler
+        self._hosts = hosts
+        self._images = ImageCatalog(store, keys)
+
+    # --- create ---------------------------------------------------------------------------
+
+    async def create_vm(
+        self, spec: VmSpec, principal: Principal, request_id: str, trace_context: dict[str, str]
+    ) -> OperationRecord:
+        validation.check_request_id(request_id)
+        image, version = validation.parse_image(spec.image)
+        validation.check_size(spec.vcpu_count, spec.memory_mib)
+        validation.check_labels(spec.labels)
+        validation.check_user_data(spec.user_data)
+        request_id = request_id or uuid.uuid4().hex
+        existing = await self._existing_request(request_id)
+        if existing:
+            return existing
+        image_record = await self._images.resolve(image, version, principal)
+        vm_id = "vm-" + secrets.token_hex(5)
+        vm = VmRecord(
+            id=vm_id,
+            image=f"images/{image}",
+            image_version=image_record.name,
+            vcpu_count=spec.vcpu_count,
+            memory_mib=spec.memory_mib,
+            owner_user=principal.user,
+            owner_vo=principal.vo,
+            hostname=f"vwn-{vm_id[3:]}",
+            mac_address=_random_mac(),
+            labels=dict(spec.labels),
+            user_data=base64.b64encode(spec.user_data).decode(),
+            bandwidth_mbps=spec.bandwidth_mbps,
+            pinned_hypervisor=spec.pinned_hypervisor.removeprefix("hypervisors/"),
+            request_id=request_id,
+            trace_context=trace_context,
+        )
+        op = OperationRecord(id=uuid.uuid4().hex, kind="create", vm_id=vm_id)
+        placed = await self._place(vm, op)
+        if placed is not None:  # another replica won with the same request id
+            return placed
+        LOG.info("placed %s (%s, %d vCPU, %d MiB) on %s", vm.name, vm.image_version, vm.vcpu_count, vm.memory_mib, vm.hypervisor)
+        return op
+
+    async def _existing_request(self, request_id: str) -> OperationRecord | None:
+        entry = await self._store.get(self._keys.request(request_id))
+        if entry is None:
+            return None
+        op_entry = await self._store.get(self._keys.operation(entry.value.decode()))
+        if op_entry is None:
+            raise FailedPrecondition(f"request_id {request_id} was used by an operation that has expired")
+        return records.load(OperationRecord, op_entry.value)
+
+    async def _place(self, vm: VmRecord, op: OperationRecord) -> OperationRecord | None:
+        req = PlacementRequest(vm.vcpu_count, vm.memory_mib, vm.image_version, vm.pinned_hypervisor)
+        for _attempt in range(PLACEMENT_ATTEMPTS):
+            ranked = self._scheduler.rank(self._hosts.states(), req)
+            for host in ranked[:3]:
+                usage, entry = self._hosts.usage.get(host.name, (HostUsage(), None))
+                usage = HostUsage(usage.vcpus_used, usage.memory_mib_used, dict(usage.vms))
+                usage.add(vm.id, vm.vcpu_count, vm.memory_mib)
+                vm.hypervisor, vm.state = host.name, VmState.SCHEDULED
+                vm.state_message = f"placed on {host.name}"
+                vm.update_time = time.time()
+                ok, revision = await self._store.txn(
+                    [
+                        Compare.unchanged(entry, self._keys.usage(host.name)),
+                        Compare(self._keys.request(vm.request_id), 0),
+                        Compare(self._keys.mac_lease(vm.mac_address), 0),
+                        Compare(self._keys.hostname_lease(vm.hostname), 0),
+                    ],
+                    [
+                        Put(self._keys.usage(host.name), records.dump(usage)),
+                        Put(self._keys.vm(vm.id), records.dump(vm)),
+                        Put(self._keys.placement(host.name, vm.id), vm.id.encode()),
+                        Put(self._keys.request(vm.request_id), op.id.encode()),
+                        Put(self._keys.operation(op.id), records.dump(op)),
+                        Put(self._keys.mac_lease(vm.mac_address), vm.id.encode()),
+                        Put(self._keys.hostname_lease(vm.hostname), vm.id.encode()),
+                    ],
+                )
+                if ok:
+                    self._hosts.note_usage(host.name, usage, Entry(self._keys.usage(host.name), b"", revision, 0))
+                    return None
+                existing = await self._existing_request(vm.request_id)
+                if existing:
+                    return existing
+                fresh = await self._store.get(self._keys.usage(host.name))
+                if fresh is not None:
+                    self._hosts.note_usage(host.name, records.load(HostUsage, fresh.value), fresh)
+                if await self._store.get(self._keys.mac_lease(vm.mac_address)):
+                    vm.mac_address = _random_mac()
+            await asyncio.sleep(0.005 * (1 + secrets.randbelow(10)))
+        raise Unavailable("placement kept conflicting with concurrent requests; retry with the same request_id")
+
+    # --- delete ---------------------------------------------------------------------------
+
+    async def delete_vm(self, vm_id: str, principal: Principal, request_id: str) -> OperationRecord:
+        validation.check_request_id(request_id)
+        while True:
+            entry, vm = await self._load_vm(vm_id, principal)
+            op = OperationRecord(id=uuid.uuid4().hex, kind="delete", vm_id=vm_id)
+            if not vm.hypervisor:  # never placed: nothing runs, drop it here
+                ok, _ = await self._store.txn(
+                    [Compare(entry.key, entry.mod_revision)],
+                    [Delete(entry.key), Put(self._keys.operation(op.id), records.dump(op)), *self._lease_deletes(vm)],
+                )
+            elif vm.state == VmState.DELETING:
+                return await self._existing_delete_op(vm) or op
+            else:
+                vm.state, vm.state_message, vm.update_time = VmState.DELETING, "deletion requested", time.time()
+                vm.labels["wnodes.delete_operation"] = op.id
+                ok, _ = await self._store.txn(
+                    [Compare(entry.key, entry.mod_revision)],
+                    [
+                        Put(entry.key, records.dump(vm)),
+                        Put(self._keys.operation(op.id), records.dump(op)),
+                        # touch the placement so the agent's watch wakes up
+                        Put(self._keys.placement(vm.hypervisor, vm.id), vm.id.encode()),
+                    ],
+                )
+            if ok:
+                LOG.info("deletion of %s requested (%s)", vm.name, op.name)
+                return op
+
+    async def _existing_delete_op(self, vm: VmRecord) -> OperationRecord | None:
+        op_id = vm.labels.get("wnodes.delete_operation", "")
+        entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
+        return records.load(OperationRecord, entry.value) if entry else None
+
+    def _lease_deletes(self, vm: VmRecord) -> list[Put | Delete]:
+        return [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
+
+    # --- read -----------------------------------------------------------------------------
+
+    async def _load_vm(self, vm_id: str, principal: Principal) -> tuple[Entry, VmRecord]:
+        entry = await self._store.get(self._keys.vm(vm_id))
+        if entry is None:
+            raise VirtualMachineNotFound(f"virtualMachines/{vm_id} does not exist")
+        vm = records.load(VmRecord, entry.value)
+        if not _may_see(vm, principal):
+            # The same answer as a missing VM: never reveal another user's resources.
+            raise VirtualMachineNotFound(f"virtualMachines/{vm_id} does not exist")
+        return entry, vm
+
+    async def get_vm(self, vm_id: str, principal: Principal) -> VmRecord:
+        return (await self._load_vm(vm_id, principal))[1]
+
+    async def list_vms(
+        self, principal: Principal, page_size: int, page_token: str, hypervisor: str = ""
+    ) -> tuple[list[VmRecord], str]:
+        page_size = min(page_size or 100, 1000)
+        start_after = _decode_token(page_token)
+        out: list[VmRecord] = []
+        host = hypervisor.removeprefix("hypervisors/")
+        while len(out) < page_size:
+            entries, _ = await self._store.get_prefix(self._keys.vm(), start_after=start_after, limit=page_size)
+            for e in entries:
+                vm = records.load(VmRecord, e.value)
+                if _may_see(vm, principal) and (not host or vm.hypervisor == host):
+                    out.append(vm)
+                start_after = e.key
+                if len(out) == page_size:
+                    break
+            if len(entries) < page_size:
+                return out, ""
+        return out, _encode_token(start_after)
+
+    async def get_operation(self, op_name: str, principal: Principal) -> OperationView:
+        op_id = validation.parse_resource_id(op_name, "operations") if "/" in op_name else op_name
+        entry = await self._store.get(self._keys.operation(op_id))
+        if entry is None:
+            raise NotFound(f"operations/{op_id} does not exist")
+        op = records.load(OperationRecord, entry.value)
+        vm_entry = await self._store.get(self._keys.vm(op.vm_id))
+        vm = records.load(VmRecord, vm_entry.value) if vm_entry else None
+        if vm is not None and not _may_see(vm, principal):
+            raise NotFound(f"operations/{op_id} does not exist")
+        if op.kind == "delete":
+            return OperationView(op, done=vm is None, vm=vm)
+        if vm is None:
+            return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before it became active"))
+        if vm.state == VmState.ACTIVE:
+            return OperationView(op, True, vm)
+        if vm.state == VmState.FAILED:
+            err = vm.error or {}
+            return OperationView(op, True, vm, error_from_dict(err, vm.state_message))
+        return OperationView(op, False, vm)
+
+    async def wait_operation(self, op_name: str, principal: Principal, timeout: float) -> OperationView:
+        deadline = time.monotonic() + max(0.0, min(timeout or 30.0, 300.0))
+        while True:
+            view = await self.get_operation(op_name, principal)
+            left = deadline - time.monotonic()
+            if view.done or left <= 0:
+                return view
+            await self._wait_vm_change(view.op.vm_id, view.vm, min(left, 2.0))
+
+    async def _wait_vm_change(self, vm_id: str, seen: VmRecord | None, timeout: float) -> None:
+        entry = await self._store.get(self._keys.vm(vm_id))
+        revision = entry.mod_revision if entry else 0
+        if seen is not None and (entry is None or records.load(VmRecord, entry.value).state != seen.state):
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                async for _ev in self._store.watch_key(self._keys.vm(vm_id), start_revision=revision + 1):
+                    return
+        except TimeoutError:
+            return
+
+    # --- hosts and replicas ---------------------------------------------------------------
+
+    async def list_hypervisors(self) -> list[HypervisorView]:
+        live, _ = await self._store.get_prefix(self._keys.hypervisor())
+        usages, _ = await self._store.get_prefix(self._keys.usage())
+        by_name: dict[str, HypervisorView] = {}
+        for e in live:
+            rec = records.load(HypervisorRecord, e.value)
+            by_name[rec.name] = HypervisorView(rec, rec.name, HostUsage(), True)
+        for e in usages:
+            name = e.key.rsplit("/", 1)[-1]
+            view = by_name.setdefault(name, HypervisorView(None, name, HostUsage(), False))
+            view.usage = records.load(HostUsage, e.value)
+        return sorted(by_name.values(), key=lambda v: v.name)
+
+    async def get_hypervisor(self, name: str) -> HypervisorView:
+        host = name.removeprefix("hypervisors/")
+        for view in await self.list_hypervisors():
+            if view.name == host:
+                return view
+        raise NotFound(f"hypervisors/{host} does not exist", reason="HYPERVISOR_NOT_FOUND")
+
+    async def list_nameservers(self) -> list[tuple[NameserverRecord, list[str]]]:
+        entries, _ = await self._store.get_prefix(self._keys.nameserver())
+        elections, _ = await self._store.get_prefix(self._keys.root + "/elections/")
+        leaders: dict[str, tuple[int, str]] = {}
+        for e in elections:
+            duty, member = e.key.split("/")[-2:]
+            if duty not in leaders or e.create_revision < leaders[duty][0]:
+                leaders[duty] = (e.create_revision, member)
+        out = []
+        for e in entries:
+            rec = records.load(NameserverRecord, e.value)
+            out.append((rec, sorted(d for d, (_, m) in leaders.items() if m == rec.id)))
+        return out
+
+
+def _may_see(vm: VmRecord, principal: Principal) -> bool:
+    return principal.is_admin or vm.owner_user == principal.user and vm.owner_vo == principal.vo
+
+
+def _random_mac() -> str:
+    # 52:54:00 is QEMU's prefix; the rest random and leased in etcd, so unique across the farm.
+    return "52:54:00:%02x:%02x:%02x" % tuple(secrets.token_bytes(3))
+
+
+def _encode_token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode() if key else ""
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError as exc:
+        raise InvalidArgument("page_token is not one this service returned", reason="INVALID_PAGE_TOKEN") from exc
+
+
+__all__ = ["NoCapacity", "OperationView", "Registry", "VmSpec"]

@@ -1,0 +1,103 @@
+"""gRPC edge of the nameserver: protobuf in, registry call, protobuf out. No logic here."""
+
+from __future__ import annotations
+
+import grpc
+from google.longrunning import operations_pb2
+from opentelemetry import propagate
+
+from services.common.grpc_errors import maps_errors
+from services.common.principal_context import principal_of
+from services.nameserver import convert, validation
+from services.nameserver.registry import Registry
+from wnodes.nameserver.v1 import registry_service_pb2_grpc
+from wnodes.v1 import hypervisor_pb2, hypervisor_service_pb2, virtual_machine_pb2, virtual_machine_service_pb2
+
+
+class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    @maps_errors
+    async def CreateVirtualMachine(
+        self, request: virtual_machine_service_pb2.CreateVirtualMachineRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
+        principal = principal_of(context)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        op = await self._registry.create_vm(
+            convert.spec_from_proto(request.virtual_machine), principal, request.request_id, carrier
+        )
+        return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
+
+    @maps_errors
+    async def DeleteVirtualMachine(
+        self, request: virtual_machine_service_pb2.DeleteVirtualMachineRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
+        principal = principal_of(context)
+        vm_id = validation.parse_resource_id(request.name, "virtualMachines")
+        op = await self._registry.delete_vm(vm_id, principal, request.request_id)
+        return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
+
+    @maps_errors
+    async def GetVirtualMachine(
+        self, request: virtual_machine_service_pb2.GetVirtualMachineRequest, context: grpc.aio.ServicerContext
+    ) -> virtual_machine_pb2.VirtualMachine:
+        vm_id = validation.parse_resource_id(request.name, "virtualMachines")
+        return convert.vm_to_proto(await self._registry.get_vm(vm_id, principal_of(context)))
+
+    @maps_errors
+    async def ListVirtualMachines(
+        self, request: virtual_machine_service_pb2.ListVirtualMachinesRequest, context: grpc.aio.ServicerContext
+    ) -> virtual_machine_service_pb2.ListVirtualMachinesResponse:
+        vms, token = await self._registry.list_vms(
+            principal_of(context), request.page_size, request.page_token, request.hypervisor
+        )
+        return virtual_machine_service_pb2.ListVirtualMachinesResponse(
+            virtual_machines=[convert.vm_to_proto(v) for v in vms], next_page_token=token
+        )
+
+    @maps_errors
+    async def GetHypervisor(
+        self, request: hypervisor_service_pb2.GetHypervisorRequest, context: grpc.aio.ServicerContext
+    ) -> hypervisor_pb2.Hypervisor:
+        principal_of(context)
+        return convert.hypervisor_to_proto(await self._registry.get_hypervisor(request.name))
+
+    @maps_errors
+    async def ListHypervisors(
+        self, request: hypervisor_service_pb2.ListHypervisorsRequest, context: grpc.aio.ServicerContext
+    ) -> hypervisor_service_pb2.ListHypervisorsResponse:
+        principal_of(context)
+        views = await self._registry.list_hypervisors()
+        start = int(request.page_token or 0) if (request.page_token or "0").isdigit() else 0
+        size = min(request.page_size or 1000, 1000)
+        page = views[start : start + size]
+        token = str(start + size) if start + size < len(views) else ""
+        return hypervisor_service_pb2.ListHypervisorsResponse(
+            hypervisors=[convert.hypervisor_to_proto(v) for v in page], next_page_token=token
+        )
+
+    @maps_errors
+    async def ListNameservers(
+        self, request: hypervisor_service_pb2.ListNameserversRequest, context: grpc.aio.ServicerContext
+    ) -> hypervisor_service_pb2.ListNameserversResponse:
+        principal_of(context)
+        found = await self._registry.list_nameservers()
+        return hypervisor_service_pb2.ListNameserversResponse(
+            nameservers=[convert.nameserver_to_proto(r, d) for r, d in found]
+        )
+
+    @maps_errors
+    async def GetOperation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
+        return convert.operation_to_proto(await self._registry.get_operation(request.name, principal_of(context)))
+
+    @maps_errors
+    async def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
+        timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 30.0
+        view = await self._registry.wait_operation(request.name, principal_of(context), timeout)
+        return convert.operation_to_proto(view)
