@@ -62,7 +62,7 @@ NET_MODULES = ("virtio_net",)
 KERNEL_CMDLINE = (
     "console=ttyS0 root=/dev/vda rootfstype=ext4 rw panic=-1 quiet loglevel=0 "
     "tsc=reliable no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd "
-    "8250.nr_uarts=1 cryptomgr.notests random.trust_cpu=on noreplace-smp"
+    "acpi=noirq 8250.nr_uarts=1 cryptomgr.notests random.trust_cpu=on noreplace-smp"
 )
 
 TINY_OS_RELEASE = """\
@@ -167,9 +167,7 @@ def parse_modules_dep(text: str) -> dict[str, tuple[str, list[str]]]:
     return modules
 
 
-def resolve_modules(
-    modules: dict[str, tuple[str, list[str]]], wanted: Iterable[str], skip: Iterable[str] = ()
-) -> list[str]:
+def resolve_modules(modules: dict[str, tuple[str, list[str]]], wanted: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
     """The wanted modules and their dependencies, each after everything it needs."""
     order: list[str] = []
     done = set(skip)
@@ -314,15 +312,14 @@ def debian_mirror() -> str:
             continue
         if path.suffix == ".sources":
             for stanza in re.split(r"\n\s*\n", text):
-                fields = dict(
-                    (k.strip().lower(), v.strip())
-                    for k, _, v in (line.partition(":") for line in stanza.splitlines())
-                    if not k.startswith("#") and v
-                )
-                if "deb" in fields.get("types", "").split() and DEBIAN_SUITE in fields.get(
-                    "suites", ""
-                ).split():
-                    return fields.get("uris", "").split()[0]
+                fields: dict[str, str] = {}
+                for line in stanza.splitlines():
+                    key, _, value = line.partition(":")
+                    if value and not key.startswith("#"):
+                        fields[key.strip().lower()] = value.strip()
+                uris = fields.get("uris", "").split()
+                if uris and "deb" in fields.get("types", "").split() and DEBIAN_SUITE in fields.get("suites", "").split():
+                    return uris[0]
         else:
             for line in text.splitlines():
                 parts = re.sub(r"\[[^]]*\]", "", line).split()
@@ -472,9 +469,7 @@ def build_image(name: str, out: Path, kernel: Kernel, mirror: str, force: bool) 
             "kernel_release": kernel.release,
             "min_memory_mib": 128 if name == "tiny" else 256,
             "os_release": parse_os_release(os_release),
-            "files": {
-                f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in files
-            },
+            "files": {f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in files},
         }
         write_atomic(manifest, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     for step, seconds in timings.items():

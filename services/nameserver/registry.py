@@ -141,6 +141,10 @@ class Registry:
             ranked = self._scheduler.rank(self._hosts.states(), req)
             for host in ranked[:3]:
                 usage, entry = self._hosts.usage.get(host.name, (HostUsage(), None))
+                # The cache may have moved on since rank(): the fit must hold for exactly the
+                # usage revision the transaction compares, or a host could be overbooked.
+                if not self._scheduler.fits(host.with_usage(usage.vcpus_used, usage.memory_mib_used), req):
+                    continue
                 usage = HostUsage(usage.vcpus_used, usage.memory_mib_used, dict(usage.vms))
                 usage.add(vm.id, vm.vcpu_count, vm.memory_mib)
                 vm.hypervisor, vm.state = host.name, VmState.SCHEDULED

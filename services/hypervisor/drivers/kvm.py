@@ -48,9 +48,7 @@ def kvm_device_usable(path: Path = Path("/dev/kvm")) -> bool:
     return True
 
 
-def detect_host_virtualization(
-    cpuinfo: Path = Path("/proc/cpuinfo"), kvm: Path = Path("/dev/kvm")
-) -> tuple[Virtualization, str]:
+def detect_host_virtualization(cpuinfo: Path = Path("/proc/cpuinfo"), kvm: Path = Path("/dev/kvm")) -> tuple[Virtualization, str]:
     """detect_virtualization for this host."""
     try:
         text = cpuinfo.read_text()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class HostState:
     @property
     def free_memory_mib(self) -> int:
         return self.memory_mib - self.memory_mib_used
+
+    def with_usage(self, vcpus_used: int, memory_mib_used: int) -> HostState:
+        return replace(self, vcpus_used=vcpus_used, memory_mib_used=memory_mib_used)
 
 
 @dataclass(frozen=True)

@@ -61,5 +61,8 @@ class Scheduler:
         self._rng.shuffle(head)
         return head + scored[self._top_k :]
 
+    def fits(self, host: HostState, req: PlacementRequest) -> bool:
+        return all(f.passes(host, req) for f in self._filters)
+
     def _score(self, host: HostState, req: PlacementRequest) -> float:
         return sum(m * w.weigh(host, req) for w, m in self._weighers)

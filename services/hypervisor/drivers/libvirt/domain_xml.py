@@ -172,9 +172,7 @@ def _volume(devices: ET.Element, volume: VolumeSpec) -> None:
 
 def _interface(devices: ET.Element, network: NetworkSpec) -> None:
     if not network.bridge:
-        raise ValueError(
-            f"network {network.mac_address} names no bridge; libvirt's default network is never used"
-        )
+        raise ValueError(f"network {network.mac_address} names no bridge; libvirt's default network is never used")
     interface = ET.SubElement(devices, "interface", type="bridge")
     ET.SubElement(interface, "source", bridge=network.bridge)
     ET.SubElement(interface, "mac", address=network.mac_address)

@@ -1,0 +1,67 @@
+# WNoDeS - worker nodes on demand. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+IMAGES := var/images
+APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs debootstrap linux-image-amd64 \
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
+	etcd-server etcd-client python3-venv
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: apt $(VENV_STAMP) images libvirt ## Install what is missing (apt, venv, guest images, libvirtd); idempotent
+
+.PHONY: apt
+apt: ## Install the Debian packages (only those missing)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	@.venv/bin/pip install -q --upgrade pip
+	@.venv/bin/pip install -q -e '.[dev]' libvirt-python
+	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/protos" > $$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/wnodes-paths.pth
+	@touch $@
+
+.PHONY: images
+images: $(VENV_STAMP) ## Build the default guest images (tiny, debian12) from Debian packages
+	@$(PY) deploy/images/build.py --out $(IMAGES)
+
+.PHONY: libvirt
+libvirt: ## Start virtlogd and libvirtd if they are not running (no systemd here)
+	@bash deploy/scripts/libvirt_up.sh
+
+.PHONY: protos
+protos: $(VENV_STAMP) ## Regenerate the Python stubs from protos/
+	@bash deploy/scripts/gen_protos.sh
+
+.PHONY: check-protos
+check-protos: $(VENV_STAMP) ## Fail if the committed stubs are stale
+	@bash deploy/scripts/gen_protos.sh >/dev/null
+	@git diff --exit-code --stat -- protos/ || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- protos/)" || { git status --short -- protos/; echo "untracked generated files: run 'make protos' and commit"; exit 1; }
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## ruff + mypy (strict)
+	@.venv/bin/ruff check services clients deploy tests bench
+	@.venv/bin/mypy services clients deploy
+
+.PHONY: test
+test: setup check-protos lint ## Everything CI runs: unit, contract, integration (real etcd), end to end (real VMs)
+	@$(PY) -m pytest -q -p no:cacheprovider tests
+
+.PHONY: test-fast
+test-fast: $(VENV_STAMP) ## The inner loop: unit and contract tests only (seconds)
+	@$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/contract
+
+.PHONY: run
+run: setup ## Bring the stack up, show VMs doing work, keep it up until Ctrl-C
+	@$(PY) -m deploy.demo
+
+.PHONY: bench
+bench: setup ## Benchmarks: time to job vs direct QEMU/libvirt, placement throughput, memory
+	@$(PY) -m bench.run

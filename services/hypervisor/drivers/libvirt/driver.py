@@ -1,0 +1,312 @@
+"""HypervisorDriver over libvirt (QEMU/KVM, or QEMU's TCG where the host has no VT-x/AMD-V).
+
+Domains are persistent (defined, then started) and named ``<domain_prefix><vm_id>``; the prefix
+is how a driver knows its own domains, so a new driver instance (after the agent crashed) finds
+them with ``list()`` and reconnects to their channels with ``guest(vm_id)``. Per-VM files live in
+``run_dir/<vm_id>/``: the channel sockets (created by libvirt/QEMU) and ``console.log`` (the serial
+console, written by virtlogd). ``destroy`` removes that directory.
+
+Blocking libvirt calls run in worker threads (``asyncio.to_thread``); one libvirt connection is
+shared and reopened if it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import libvirt
+from opentelemetry import trace
+
+from services.hypervisor.drivers.base import (
+    DomainInfo,
+    DomainNotFound,
+    DomainSpec,
+    DriverError,
+    HostResources,
+)
+from services.hypervisor.drivers.kvm import detect_host_virtualization
+from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths, DomainXmlOptions, domain_xml
+from services.hypervisor.drivers.libvirt.guest_channel import VirtioSerialChannel
+
+LOG = logging.getLogger(__name__)
+_TRACER = trace.get_tracer(__name__)
+
+_VM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its NUL
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+def _silence_libvirt(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; they are raised as exceptions anyway."""
+
+
+libvirt.registerErrorHandler(_silence_libvirt, None)
+
+
+def _is_no_domain(exc: libvirt.libvirtError) -> bool:
+    return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
+
+
+class LibvirtDriver:
+    """HypervisorDriver on libvirt. See the module docstring."""
+
+    def __init__(
+        self,
+        uri: str = "qemu:///system",
+        domain_prefix: str = "wnodes-",
+        *,
+        run_dir: Path,
+        virtualization: str | None = None,
+        tcg_cpu_model: str = "qemu64",
+        dac_label: str | None = None,
+        guest_connect_timeout: float = 60.0,
+    ) -> None:
+        """
+        uri: libvirt connection URI.
+        domain_prefix: names of this driver's domains start with it; other domains are ignored.
+        run_dir: per-VM channel sockets and console logs go to run_dir/<vm_id>/.
+        virtualization: "kvm" or "qemu" to force one; None detects it (vmx/svm and a usable
+            /dev/kvm mean "kvm", anything else TCG), and the choice and its reason are logged.
+        tcg_cpu_model: CPU model under TCG ("qemu64" boots fastest; "maximum" has more features).
+        dac_label: a static DAC label for QEMU, e.g. "+0:+0" to run it as root without
+            relabelling; None uses libvirt's QEMU user, which must be able to reach the image
+            files, the overlays and run_dir (every parent directory traversable).
+        guest_connect_timeout: how long exec waits for a guest channel it has to connect first.
+        """
+        self._uri = uri
+        self._prefix = domain_prefix
+        self._run_dir = Path(run_dir)
+        self._forced_virtualization = virtualization
+        self._tcg_cpu_model = tcg_cpu_model
+        self._dac_label = dac_label
+        self._guest_connect_timeout = guest_connect_timeout
+        self._conn: Any = None
+        self._conn_lock = threading.Lock()
+        self._virtualization: str | None = None
+        self._guests: dict[str, VirtioSerialChannel] = {}
+
+    # -- HypervisorDriver ---------------------------------------------------------------------
+
+    async def host_resources(self) -> HostResources:
+        def call() -> HostResources:
+            conn = self._connection()
+            info = conn.getInfo()  # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]
+            return HostResources(
+                vcpu_count=int(info[2]),
+                memory_mib=int(info[1]),
+                virtualization=self._detect_virtualization(conn),
+            )
+
+        return await asyncio.to_thread(call)
+
+    async def define_and_start(self, spec: DomainSpec) -> None:
+        self._check_vm_id(spec.vm_id)
+        name = self._domain_name(spec.vm_id)
+        vm_dir = self._run_dir / spec.vm_id
+        channels = ChannelPaths.in_dir(vm_dir)
+        for path in channels.by_name().values():
+            if len(str(path)) > _MAX_SOCKET_PATH:
+                raise DriverError(f"socket path {path} is longer than {_MAX_SOCKET_PATH} bytes")
+
+        def call() -> None:
+            conn = self._connection()
+            existing = self._lookup(conn, name)
+            if existing is not None:
+                if existing.isActive():
+                    raise DriverError(f"domain {name} is already running")
+                LOG.info("undefining leftover inactive domain %s", name)
+                existing.undefine()
+            options = DomainXmlOptions(
+                virtualization=self._detect_virtualization(conn),
+                tcg_cpu_model=self._tcg_cpu_model,
+                dac_label=self._dac_label,
+            )
+            vm_dir.mkdir(parents=True, exist_ok=True)
+            vm_dir.chmod(0o755)
+            for path in channels.by_name().values():
+                path.unlink(missing_ok=True)
+            xml = domain_xml(
+                spec, name=name, options=options, channels=channels,
+                console_log=vm_dir / "console.log",
+            )  # fmt: skip
+            domain = None
+            try:
+                domain = conn.defineXML(xml)
+                domain.create()
+            except libvirt.libvirtError as exc:
+                self._cleanup_failed(domain, name)
+                shutil.rmtree(vm_dir, ignore_errors=True)
+                raise DriverError(f"starting domain {name} failed: {exc}") from exc
+            LOG.info("started domain %s (%s, %d vCPU, %d MiB)", name, options.virtualization,
+                     spec.vcpu_count, spec.memory_mib)  # fmt: skip
+
+        with _TRACER.start_as_current_span("libvirt.define_domain", attributes={"wnodes.vm_id": spec.vm_id}):
+            await asyncio.to_thread(call)
+
+    async def destroy(self, vm_id: str) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+        channel = self._guests.pop(vm_id, None)
+        if channel is not None:
+            await channel.close()
+
+        def call() -> None:
+            conn = self._connection()
+            domain = self._lookup(conn, name)
+            if domain is not None:
+                try:
+                    if domain.isActive():
+                        domain.destroy()
+                    domain.undefine()
+                    LOG.info("destroyed domain %s", name)
+                except libvirt.libvirtError as exc:
+                    if not _is_no_domain(exc):
+                        raise DriverError(f"destroying domain {name} failed: {exc}") from exc
+            shutil.rmtree(self._run_dir / vm_id, ignore_errors=True)
+
+        with _TRACER.start_as_current_span("libvirt.destroy_domain", attributes={"wnodes.vm_id": vm_id}):
+            await asyncio.to_thread(call)
+
+    async def list(self) -> list[DomainInfo]:
+        def call() -> list[DomainInfo]:
+            conn = self._connection()
+            infos = []
+            for domain in conn.listAllDomains(0):
+                name = domain.name()
+                if not name.startswith(self._prefix):
+                    continue
+                info = self._domain_info(name[len(self._prefix) :], domain)
+                if info is not None:
+                    infos.append(info)
+            return sorted(infos, key=lambda i: i.vm_id)
+
+        return await asyncio.to_thread(call)
+
+    async def info(self, vm_id: str) -> DomainInfo:
+        """The state of one domain; raises DomainNotFound."""
+        self._check_vm_id(vm_id)
+
+        def call() -> DomainInfo:
+            domain = self._lookup(self._connection(), self._domain_name(vm_id))
+            info = None if domain is None else self._domain_info(vm_id, domain)
+            if info is None:
+                raise DomainNotFound(f"no domain {self._domain_name(vm_id)}")
+            return info
+
+        return await asyncio.to_thread(call)
+
+    def guest(self, vm_id: str) -> VirtioSerialChannel:
+        self._check_vm_id(vm_id)
+        channel = self._guests.get(vm_id)
+        if channel is None:
+            channel = VirtioSerialChannel(
+                ChannelPaths.in_dir(self._run_dir / vm_id),
+                name=self._domain_name(vm_id),
+                connect_timeout=self._guest_connect_timeout,
+            )
+            self._guests[vm_id] = channel
+        return channel
+
+    async def close(self) -> None:
+        guests, self._guests = self._guests, {}
+        for channel in guests.values():
+            await channel.close()
+
+        def call() -> None:
+            with self._conn_lock:
+                conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except libvirt.libvirtError as exc:
+                    LOG.debug("closing %s: %s", self._uri, exc)
+
+        await asyncio.to_thread(call)
+
+    # -- helpers (run in worker threads) ------------------------------------------------------
+
+    def _connection(self) -> Any:
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                LOG.warning("libvirt connection to %s lost; reconnecting", self._uri)
+            try:
+                self._conn = libvirt.open(self._uri)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"cannot connect to libvirt at {self._uri}: {exc}") from exc
+            return self._conn
+
+    def _detect_virtualization(self, conn: Any) -> str:
+        if self._virtualization is not None:
+            return self._virtualization
+        if self._forced_virtualization is not None:
+            choice, reason = self._forced_virtualization, "set in the configuration"
+        else:
+            choice, reason = detect_host_virtualization()
+            if choice == "kvm" and "<domain type='kvm'" not in conn.getCapabilities():
+                choice, reason = "qemu", f"{reason}, but libvirt offers no kvm domains: TCG"
+        self._virtualization = choice
+        LOG.info("virtualization %s for %s: %s", choice, self._uri, reason)
+        return choice
+
+    @staticmethod
+    def _lookup(conn: Any, name: str) -> Any:
+        try:
+            return conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                return None
+            raise DriverError(f"looking up domain {name} failed: {exc}") from exc
+
+    @staticmethod
+    def _domain_info(vm_id: str, domain: Any) -> DomainInfo | None:
+        try:
+            state, _reason = domain.state()
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                return None  # gone between listing and asking
+            raise DriverError(f"state of domain {domain.name()}: {exc}") from exc
+        return DomainInfo(
+            vm_id=vm_id,
+            running=state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED),
+            detail=_STATES.get(state, f"state {state}"),
+        )
+
+    @staticmethod
+    def _cleanup_failed(domain: Any, name: str) -> None:
+        if domain is None:
+            return
+        for step in (lambda: domain.isActive() and domain.destroy(), domain.undefine):
+            try:
+                step()
+            except libvirt.libvirtError as exc:
+                if not _is_no_domain(exc):
+                    LOG.warning("cleaning up failed domain %s: %s", name, exc)
+
+    def _domain_name(self, vm_id: str) -> str:
+        return f"{self._prefix}{vm_id}"
+
+    @staticmethod
+    def _check_vm_id(vm_id: str) -> None:
+        if not _VM_ID.match(vm_id):
+            raise DriverError(f"invalid vm_id {vm_id!r}: letters, digits, '_', '.', '-' only")
