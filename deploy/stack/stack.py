@@ -148,7 +148,10 @@ class Stack:
             agent_argv += ["--host", "sim", "--simulate", str(hypervisors), "--fake-vcpus", str(fake_vcpus),
                            "--fake-memory-mib", str(fake_memory_mib)]
         else:
-            agent_argv += ["--host", LIBVIRT_HOST]
+            # QEMU as root: the stack's files live in a private directory (0700) that libvirt's
+            # qemu user cannot traverse. A site deployment keeps the unprivileged user.
+            # 4 vCPUs per core: a 2-core development machine can then hold a handful of tiny guests.
+            agent_argv += ["--host", LIBVIRT_HOST, "--qemu-as-root", "--cpu-allocation-ratio", "4"]
         state.procs.append(Proc("hypervisor0", "hypervisor", agent_argv, str(logs / "hypervisor0.log"), agent_ep))
         gateway = f"127.0.0.1:{processes.free_port()}"
         state.gateway = gateway

@@ -53,6 +53,9 @@ class AgentConfig:
     """Seconds between full reconciliations (on top of the watch)."""
     ready_timeout: float = 180.0
     """Seconds a guest has to signal readiness before the VM is FAILED."""
+    cpu_allocation_ratio: float = 1.0
+    """Virtual CPUs offered per physical CPU (Nova's cpu_allocation_ratio). 1.0 suits batch
+    nodes whose cores the LRMS accounts; cloud and test hosts overcommit."""
 
 
 @dataclass
@@ -85,13 +88,15 @@ class Agent:
 
     async def start(self) -> None:
         res = await self.driver.host_resources()
+        schedulable = int(res.vcpu_count * self.cfg.cpu_allocation_ratio)
         LOG.info(
-            "hypervisor %s: %d vCPUs, %d MiB, virtualization %s", self.cfg.host, res.vcpu_count, res.memory_mib, res.virtualization
+            "hypervisor %s: %d vCPUs (%d schedulable at allocation ratio %.1f), %d MiB, virtualization %s",
+            self.cfg.host, res.vcpu_count, schedulable, self.cfg.cpu_allocation_ratio, res.memory_mib, res.virtualization,
         )
         self._record = HypervisorRecord(
             name=self.cfg.host,
             endpoint=self.cfg.endpoint,
-            vcpu_count=res.vcpu_count,
+            vcpu_count=schedulable,
             memory_mib=res.memory_mib,
             virtualization=res.virtualization,
         )

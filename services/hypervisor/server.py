@@ -45,6 +45,10 @@ class HypervisorAgentConfig:
     fake_vcpus: int = 16
     fake_memory_mib: int = 65536
     lease_ttl: int = 5
+    cpu_allocation_ratio: float = 1.0
+    qemu_as_root: bool = False
+    """Run QEMU as root (a one-machine development stack whose state lives in private
+    directories); a site keeps libvirt's unprivileged qemu user."""
 
 
 def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
@@ -61,13 +65,15 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     p.add_argument("--fake-vcpus", type=int, default=16)
     p.add_argument("--fake-memory-mib", type=int, default=65536)
     p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--cpu-allocation-ratio", type=float, default=1.0, help="vCPUs offered per physical CPU")
+    p.add_argument("--qemu-as-root", action="store_true", help="run QEMU as root (development stacks in private directories)")
     a = p.parse_args(argv)
     if a.simulate > 1 and a.driver != "fake":
         p.error("--simulate needs --driver fake")
     return HypervisorAgentConfig(
         host=a.host, driver=a.driver, listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root,
         imagestore=a.imagestore, state_dir=a.state_dir, libvirt_uri=a.libvirt_uri, simulate=a.simulate,
-        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl,
+        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root, cpu_allocation_ratio=a.cpu_allocation_ratio,
     )
 
 
@@ -76,7 +82,9 @@ def _driver(cfg: HypervisorAgentConfig, run_dir: Path) -> HypervisorDriver:
         return FakeDriver(vcpu_count=cfg.fake_vcpus, memory_mib=cfg.fake_memory_mib)
     from services.hypervisor.drivers.libvirt.driver import LibvirtDriver
 
-    return LibvirtDriver(uri=cfg.libvirt_uri, run_dir=run_dir, domain_prefix=f"wnodes-{cfg.host}-")
+    return LibvirtDriver(
+        uri=cfg.libvirt_uri, run_dir=run_dir, domain_prefix=f"wnodes-{cfg.host}-", dac_label="+0:+0" if cfg.qemu_as_root else None
+    )
 
 
 async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
@@ -93,7 +101,9 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     for name in names:
         run_dir = cfg.state_dir / "run" / name
         run_dir.mkdir(parents=True, exist_ok=True)
-        agent_cfg = AgentConfig(host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl)
+        agent_cfg = AgentConfig(
+            host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio
+        )
         agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache))
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents), server)
     await server.start()

@@ -16,11 +16,18 @@ fail() {
 $B mount -t devtmpfs -o mode=0755 devtmpfs /dev
 $B mount -t proc proc /proc
 $B mount -t sysfs sysfs /sys
+debug=
+case " $($B cat /proc/cmdline) " in *" wnodes.debug "*) debug=1 ;; esac
+stage() {
+    [ -n "$debug" ] && echo "wnodes initramfs: $($B cut -d' ' -f1 /proc/uptime) $*"
+}
+stage "started"
 
 # @MODULES@ is replaced by the build with the module names, dependencies first.
 for m in @MODULES@; do
     $B insmod "/lib/modules/$m.ko" || echo "wnodes initramfs: insmod $m failed"
 done
+stage "modules loaded"
 # virtio-net only when the guest has a virtio network device (PCI 1af4:1000 or 1af4:1041).
 for d in /sys/bus/pci/devices/*; do
     read -r vendor <"$d/vendor" 2>/dev/null || continue
@@ -54,12 +61,15 @@ while [ ! -b "$root" ]; do
 done
 $B mount -t "$rootfstype" -o "$rootflags" "$root" /newroot || fail "cannot mount $root"
 [ -x "/newroot$init" ] || fail "$init is missing on the root disk"
+stage "root mounted"
 
-$B umount /sys
-$B umount /proc
-if [ -d /newroot/dev ]; then
-    $B mount --move /dev /newroot/dev
-else
-    $B umount /dev
-fi
+# Hand the mounted /dev, /proc and /sys over to the new root (fewer programs to run than
+# unmounting here and mounting again there: each exec costs ~20 ms under TCG).
+for fs in /dev /proc /sys; do
+    if [ -d "/newroot$fs" ]; then
+        $B mount --move "$fs" "/newroot$fs"
+    else
+        $B umount "$fs"
+    fi
+done
 exec $B switch_root /newroot "$init"

@@ -28,6 +28,15 @@ log() {
     echo "wnodes-init: $*" >/dev/console 2>/dev/null
 }
 
+# wnodes.debug on the kernel command line: progress lines with the uptime on the console.
+DEBUG=
+debug() {
+    if [ -n "$DEBUG" ]; then
+        read -r _up _idle </proc/uptime
+        log "$_up $*"
+    fi
+}
+
 is_mounted() {
     # $1: mount point
     [ -r /proc/mounts ] || return 1
@@ -64,6 +73,7 @@ set -f
 for arg in $CMDLINE; do
     case "$arg" in
         wnodes.hostname=?*) echo "${arg#wnodes.hostname=}" >/proc/sys/kernel/hostname ;;
+        wnodes.debug) DEBUG=1 ;;
     esac
 done
 set +f
@@ -71,7 +81,8 @@ if command -v ip >/dev/null 2>&1; then
     ip link set lo up 2>/dev/null
 fi
 
-KREL=$(uname -r)
+read -r KREL </proc/sys/kernel/osrelease
+debug "file systems mounted"
 
 # The port names arrive from the host a little after the ports appear: poll (30 s at most).
 CTL= OUT= ERR=
@@ -98,13 +109,11 @@ until find_ports; do
 done
 
 exec 3<>"$CTL" 4>"$OUT" 5>"$ERR"
+debug "ports found after $_tries polls"
 
-# How to drop privileges: util-linux setpriv where it exists, else su (busybox, root needs no password).
-if setpriv --help 2>&1 | grep -q -- --reuid; then
-    DROP=setpriv
-else
-    DROP=su
-fi
+# How to drop privileges: util-linux setpriv where it exists, else su (busybox, root needs no
+# password). Decided at the first command that needs it.
+DROP=
 
 run_as() {
     # $1: uid, $2: command; stdio already redirected by the caller
@@ -121,6 +130,13 @@ run_as() {
     done </etc/passwd
     if [ -z "$_ent" ]; then
         _name= _gid=$1 _home=/
+    fi
+    if [ -z "$DROP" ]; then
+        if setpriv --help 2>&1 | grep -q -- --reuid; then
+            DROP=setpriv
+        else
+            DROP=su
+        fi
     fi
     if [ "$DROP" = setpriv ]; then
         (cd "$_home" 2>/dev/null || cd /
@@ -159,6 +175,7 @@ run_exec() {
 }
 
 printf 'READY %s\n' "$KREL" >&3
+debug "READY written"
 while :; do
     if ! read -r verb a1 a2 a3 <&3; then
         # End of file: the host end is not connected. This write blocks until it connects again.
