@@ -60,11 +60,11 @@ class Client:
         roles: Sequence[str] = (),
     ) -> None:
         self.target = target or os.environ.get("WNODES_GATEWAY", DEFAULT_TARGET)
-        self._metadata = [
+        self._metadata: tuple[tuple[str, str | bytes], ...] = (
             ("wnodes-user", user or os.environ.get("WNODES_USER") or getpass.getuser()),
             ("wnodes-vo", vo or os.environ.get("WNODES_VO", "wnodes")),
             ("wnodes-roles", ",".join(roles) or os.environ.get("WNODES_ROLES", "")),
-        ]
+        )
         self._channel = grpc.insecure_channel(
             self.target, options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)]
         )
@@ -90,7 +90,7 @@ class Client:
             try:
                 return fn(request, metadata=self._metadata, timeout=timeout)
             except grpc.RpcError as err:
-                code = err.code() if hasattr(err, "code") else None  # type: ignore[attr-defined]
+                code = err.code() if isinstance(err, grpc.Call) else None
                 if code == grpc.StatusCode.UNAVAILABLE and retry and attempt < RETRIES - 1:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -132,7 +132,10 @@ class Client:
         return OperationHandle(op, self._wait, empty_pb2.Empty, virtual_machine_pb2.VirtualMachine)
 
     def get_vm(self, name: str) -> virtual_machine_pb2.VirtualMachine:
-        return self._call(self._vms.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=_vm_name(name)))
+        vm: virtual_machine_pb2.VirtualMachine = self._call(
+            self._vms.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=_vm_name(name))
+        )
+        return vm
 
     def list_vms(self, hypervisor: str = "", page_size: int = 200) -> Iterator[virtual_machine_pb2.VirtualMachine]:
         token = ""
@@ -213,7 +216,8 @@ class Client:
                 return out
 
     def get_image(self, name: str) -> image_pb2.ImageVersion:
-        return self._call(self._images.GetImageVersion, image_service_pb2.GetImageVersionRequest(name=name))
+        version: image_pb2.ImageVersion = self._call(self._images.GetImageVersion, image_service_pb2.GetImageVersionRequest(name=name))
+        return version
 
     def upload_image(
         self,
@@ -271,7 +275,8 @@ class Client:
 
     def get_hypervisor(self, name: str) -> hypervisor_pb2.Hypervisor:
         name = name if name.startswith("hypervisors/") else f"hypervisors/{name}"
-        return self._call(self._hosts.GetHypervisor, hypervisor_service_pb2.GetHypervisorRequest(name=name))
+        host: hypervisor_pb2.Hypervisor = self._call(self._hosts.GetHypervisor, hypervisor_service_pb2.GetHypervisorRequest(name=name))
+        return host
 
     def list_nameservers(self) -> list[hypervisor_pb2.Nameserver]:
         return list(self._call(self._hosts.ListNameservers, hypervisor_service_pb2.ListNameserversRequest()).nameservers)

@@ -28,7 +28,7 @@ class WnodesRpcError(Exception):
 
     @classmethod
     def from_call(cls, err: grpc.RpcError) -> WnodesRpcError:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(err)
         if status is not None:
             return cls.from_status(status)
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN

@@ -29,11 +29,11 @@ class OperationHandle(Generic[T]):
 
     @property
     def name(self) -> str:
-        return self._op.name
+        return str(self._op.name)
 
     @property
     def done(self) -> bool:
-        return self._op.done
+        return bool(self._op.done)
 
     @property
     def metadata(self) -> message.Message | None:
@@ -48,7 +48,7 @@ class OperationHandle(Generic[T]):
         if not self._op.done:
             request = operations_pb2.WaitOperationRequest(name=self._op.name, timeout=duration_pb2.Duration(seconds=int(max(1, timeout))))
             self._op = self._wait(request)
-        return self._op.done
+        return bool(self._op.done)
 
     def result(self, timeout: float = 600.0, on_progress: Callable[[message.Message | None], None] | None = None) -> T:
         """Blocks until the operation ends; returns its response or raises WnodesRpcError."""

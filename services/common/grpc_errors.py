@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.common.errors import ERROR_DOMAIN, WnodesError, error_for_code
+from services.common.grpc_types import Ctx
 
 LOG = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def downstream_error(err: grpc.aio.AioRpcError) -> WnodesError:
     return error_for_code(err.code(), err.details() or err.code().name, reason)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def _abort(context: Ctx, exc: BaseException) -> None:
     if isinstance(exc, grpc.aio.AioRpcError):
         exc = downstream_error(exc)
     if isinstance(exc, WnodesError):
@@ -78,7 +79,7 @@ def maps_errors(method: F) -> F:
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
-        async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream_wrapper(self: Any, request: Any, context: Ctx) -> AsyncIterator[Any]:
             try:
                 async for item in method(self, request, context):
                     yield item
@@ -90,7 +91,7 @@ def maps_errors(method: F) -> F:
         return cast(F, stream_wrapper)
 
     @functools.wraps(method)
-    async def unary_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary_wrapper(self: Any, request: Any, context: Ctx) -> Any:
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:

@@ -22,8 +22,8 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
-    def to_metadata(self) -> list[tuple[str, str]]:
-        return [(USER_KEY, self.user), (VO_KEY, self.vo), (ROLES_KEY, ",".join(sorted(self.roles)))]
+    def to_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ((USER_KEY, self.user), (VO_KEY, self.vo), (ROLES_KEY, ",".join(sorted(self.roles))))
 
     @staticmethod
     def from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal | None:

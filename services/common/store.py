@@ -19,7 +19,7 @@ from etcd3aio._protobuf import Compare as PbCompare
 from etcd3aio.errors import EtcdError
 from etcd3aio.kv import KVService, SortOrder, SortTarget, prefix_range_end
 
-from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.errors import Unavailable
 
 LOG = logging.getLogger(__name__)
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import grpc
-
 from services.common.errors import Unauthenticated
+from services.common.grpc_types import Ctx
 from services.common.identity import Principal
 
 
 class Authenticator(Protocol):
-    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal: ...
+    def authenticate(self, context: Ctx) -> Principal: ...
 
 
 class TrustedHeaderAuthenticator:
-    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
-        principal = Principal.from_metadata(context.invocation_metadata())  # type: ignore[arg-type]
+    def authenticate(self, context: Ctx) -> Principal:
+        principal = Principal.from_metadata(context.invocation_metadata())
         if principal is None:
             raise Unauthenticated("no identity: send wnodes-user and wnodes-vo metadata (the SDK and CLIs do)")
         return principal

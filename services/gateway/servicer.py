@@ -6,11 +6,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from services.common.errors import FailedPrecondition
 from services.common.grpc_errors import maps_errors
+from services.common.grpc_types import Ctx
 from services.common.names import parse_resource_id
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends, call
@@ -26,8 +26,6 @@ from wnodes.v1 import (
     virtual_machine_service_pb2,
     virtual_machine_service_pb2_grpc,
 )
-
-Ctx = grpc.aio.ServicerContext
 
 
 class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServiceServicer):
@@ -76,7 +74,8 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         exec_request = agent_service_pb2.ExecRequest(
             vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds
         )
-        async for response in agent.Exec(exec_request, metadata=principal.to_metadata()):
+        stream = agent.Exec(exec_request, metadata=principal.to_metadata())
+        async for response in stream:  # type: ignore[attr-defined]
             yield response
 
 
@@ -125,7 +124,7 @@ class HypervisorServicer(hypervisor_service_pb2_grpc.HypervisorServiceServicer):
         return await call(self._auth.authenticate(context), self._b.registry.ListNameservers, request)
 
 
-class OperationsServicer(operations_pb2_grpc.OperationsServicer):
+class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
     """google.longrunning.Operations: Get and Wait (the others are not offered)."""
 
     def __init__(self, backends: Backends, auth: Authenticator) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import AsyncIterator, Sequence
 
-import grpc
-
 from services.common.errors import InvalidArgument, VirtualMachineNotFound
 from services.common.grpc_errors import maps_errors
+from services.common.grpc_types import Ctx
 from services.hypervisor.drivers.base import Exit, Stderr, Stdout
 from services.hypervisor.lifecycle import Agent
 from wnodes.hypervisor.v1 import agent_service_pb2, agent_service_pb2_grpc
@@ -38,7 +37,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
 
     @maps_errors
     async def Exec(
-        self, request: agent_service_pb2.ExecRequest, context: grpc.aio.ServicerContext
+        self, request: agent_service_pb2.ExecRequest, context: Ctx
     ) -> AsyncIterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
         command = shell_command(request.command)
         timeout = request.ready_timeout_seconds or DEFAULT_READY_TIMEOUT

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import grpc
-
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.grpc_errors import maps_errors
+from services.common.grpc_types import Ctx
+from services.common.names import parse_image
 from services.common.principal_context import principal_of
 from services.common.records import ImageRecord
 from services.imagestore import convert
 from services.imagestore.blobs import BlobStore, BlobWriter
 from services.imagestore.catalog import Catalog, check_header
-from services.common.names import parse_image
 from wnodes.imagestore.v1 import imagestore_service_pb2, imagestore_service_pb2_grpc
 from wnodes.v1 import image_pb2, image_service_pb2
 
@@ -26,7 +25,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
 
     @maps_errors
     async def GetImageVersion(
-        self, request: image_service_pb2.GetImageVersionRequest, context: grpc.aio.ServicerContext
+        self, request: image_service_pb2.GetImageVersionRequest, context: Ctx
     ) -> image_pb2.ImageVersion:
         image, version = parse_image(request.name)
         record = await self._catalog.resolve(image, version, principal_of(context))
@@ -34,7 +33,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
 
     @maps_errors
     async def ListImageVersions(
-        self, request: image_service_pb2.ListImageVersionsRequest, context: grpc.aio.ServicerContext
+        self, request: image_service_pb2.ListImageVersionsRequest, context: Ctx
     ) -> image_service_pb2.ListImageVersionsResponse:
         principal = principal_of(context)
         image = parse_image(request.parent)[0] if request.parent else ""
@@ -49,7 +48,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
 
     @maps_errors
     async def UploadImageVersion(
-        self, request_iterator: AsyncIterator[image_service_pb2.UploadImageVersionRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[image_service_pb2.UploadImageVersionRequest], context: Ctx
     ) -> image_pb2.ImageVersion:
         principal = principal_of(context)
         first = await anext(aiter(request_iterator), None)
@@ -100,7 +99,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
 
     @maps_errors
     async def DownloadBlob(
-        self, request: imagestore_service_pb2.DownloadBlobRequest, context: grpc.aio.ServicerContext
+        self, request: imagestore_service_pb2.DownloadBlobRequest, context: Ctx
     ) -> AsyncIterator[imagestore_service_pb2.BlobChunk]:
         chunks = self._blobs.read(request.sha256, request.offset)
         while True:

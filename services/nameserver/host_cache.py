@@ -13,7 +13,7 @@ import logging
 from services.common import records
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord
-from services.common.store import EtcdStore, Entry
+from services.common.store import Entry, EtcdStore
 from services.nameserver.scheduling.host_state import HostState
 
 LOG = logging.getLogger(__name__)

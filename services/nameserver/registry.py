@@ -38,7 +38,7 @@ from services.common.records import (
     VmRecord,
     VmState,
 )
-from services.common.store import Compare, Delete, EtcdStore, Entry, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put
 from services.nameserver import validation
 from services.nameserver.host_cache import HostCache
 from services.nameserver.scheduling.host_state import PlacementRequest
@@ -339,7 +339,7 @@ def _may_see(vm: VmRecord, principal: Principal) -> bool:
 
 def _random_mac() -> str:
     # 52:54:00 is QEMU's prefix; the rest random and leased in etcd, so unique across the farm.
-    return "52:54:00:%02x:%02x:%02x" % tuple(secrets.token_bytes(3))
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
 def _encode_token(key: str) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import grpc
 from google.longrunning import operations_pb2
 from opentelemetry import propagate
 
 from services.common.grpc_errors import maps_errors
+from services.common.grpc_types import Ctx
 from services.common.principal_context import principal_of
 from services.nameserver import convert, validation
 from services.nameserver.registry import Registry
@@ -20,7 +20,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     @maps_errors
     async def CreateVirtualMachine(
-        self, request: virtual_machine_service_pb2.CreateVirtualMachineRequest, context: grpc.aio.ServicerContext
+        self, request: virtual_machine_service_pb2.CreateVirtualMachineRequest, context: Ctx
     ) -> operations_pb2.Operation:
         principal = principal_of(context)
         carrier: dict[str, str] = {}
@@ -32,7 +32,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     @maps_errors
     async def DeleteVirtualMachine(
-        self, request: virtual_machine_service_pb2.DeleteVirtualMachineRequest, context: grpc.aio.ServicerContext
+        self, request: virtual_machine_service_pb2.DeleteVirtualMachineRequest, context: Ctx
     ) -> operations_pb2.Operation:
         principal = principal_of(context)
         vm_id = validation.parse_resource_id(request.name, "virtualMachines")
@@ -41,14 +41,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     @maps_errors
     async def GetVirtualMachine(
-        self, request: virtual_machine_service_pb2.GetVirtualMachineRequest, context: grpc.aio.ServicerContext
+        self, request: virtual_machine_service_pb2.GetVirtualMachineRequest, context: Ctx
     ) -> virtual_machine_pb2.VirtualMachine:
         vm_id = validation.parse_resource_id(request.name, "virtualMachines")
         return convert.vm_to_proto(await self._registry.get_vm(vm_id, principal_of(context)))
 
     @maps_errors
     async def ListVirtualMachines(
-        self, request: virtual_machine_service_pb2.ListVirtualMachinesRequest, context: grpc.aio.ServicerContext
+        self, request: virtual_machine_service_pb2.ListVirtualMachinesRequest, context: Ctx
     ) -> virtual_machine_service_pb2.ListVirtualMachinesResponse:
         vms, token = await self._registry.list_vms(
             principal_of(context), request.page_size, request.page_token, request.hypervisor
@@ -59,14 +59,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     @maps_errors
     async def GetHypervisor(
-        self, request: hypervisor_service_pb2.GetHypervisorRequest, context: grpc.aio.ServicerContext
+        self, request: hypervisor_service_pb2.GetHypervisorRequest, context: Ctx
     ) -> hypervisor_pb2.Hypervisor:
         principal_of(context)
         return convert.hypervisor_to_proto(await self._registry.get_hypervisor(request.name))
 
     @maps_errors
     async def ListHypervisors(
-        self, request: hypervisor_service_pb2.ListHypervisorsRequest, context: grpc.aio.ServicerContext
+        self, request: hypervisor_service_pb2.ListHypervisorsRequest, context: Ctx
     ) -> hypervisor_service_pb2.ListHypervisorsResponse:
         principal_of(context)
         views = await self._registry.list_hypervisors()
@@ -80,7 +80,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     @maps_errors
     async def ListNameservers(
-        self, request: hypervisor_service_pb2.ListNameserversRequest, context: grpc.aio.ServicerContext
+        self, request: hypervisor_service_pb2.ListNameserversRequest, context: Ctx
     ) -> hypervisor_service_pb2.ListNameserversResponse:
         principal_of(context)
         found = await self._registry.list_nameservers()
@@ -90,13 +90,13 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     @maps_errors
     async def GetOperation(
-        self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext
+        self, request: operations_pb2.GetOperationRequest, context: Ctx
     ) -> operations_pb2.Operation:
         return convert.operation_to_proto(await self._registry.get_operation(request.name, principal_of(context)))
 
     @maps_errors
     async def WaitOperation(
-        self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext
+        self, request: operations_pb2.WaitOperationRequest, context: Ctx
     ) -> operations_pb2.Operation:
         timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 30.0
         view = await self._registry.wait_operation(request.name, principal_of(context), timeout)

@@ -19,7 +19,7 @@ def run(stack: Stack, *args: str, timeout: float = 240) -> subprocess.CompletedP
     return subprocess.run([wnodes_bin(), "run", *args], capture_output=True, text=True, env=env_for(stack), timeout=timeout)
 
 
-def domains(prefix: str = "wnodes-") -> list[str]:
+def domains(prefix: str = "wnodes-hv0-") -> list[str]:
     out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True, text=True, check=True)
     return [d for d in out.stdout.split() if d.startswith(prefix)]
 

@@ -26,6 +26,7 @@ stage "started"
 # @MODULES@ is replaced by the build with the module names, dependencies first.
 for m in @MODULES@; do
     $B insmod "/lib/modules/$m.ko" || echo "wnodes initramfs: insmod $m failed"
+    stage "loaded $m"
 done
 stage "modules loaded"
 # virtio-net only when the guest has a virtio network device (PCI 1af4:1000 or 1af4:1041).

@@ -9,10 +9,13 @@
 #   host -> guest  PING                         guest answers  READY <kernel release>
 #   host -> guest  EXEC <nonce> <uid> <base64>  runs `sh -c "<decoded command>"` as uid, stdin
 #                                               /dev/null, stdout to org.wnodes.stdout, stderr to
-#                                               org.wnodes.stderr, unbuffered; when it ends writes
-#                                               the nonce bytes (no newline, nothing around them)
-#                                               to the stdout port and then to the stderr port as
-#                                               end markers, then EXIT <nonce> <exit code> to control
+#                                               org.wnodes.stderr, unbuffered. The nonce bytes (no
+#                                               newline, nothing around them) are written to both
+#                                               ports before the command starts (start markers: the
+#                                               host drops whatever came before, e.g. the tail of
+#                                               a command whose host end crashed) and again after
+#                                               it ended (end markers); then EXIT <nonce> <code>
+#                                               goes to control
 #   host -> guest  POWEROFF                     powers the guest off at once
 #   anything else                               guest answers  ERROR <message>
 # The guest may also send READY on its own: at boot, and whenever the host end reconnects (a read
@@ -62,27 +65,29 @@ power_off() {
 }
 
 mount_fs proc /proc nosuid,nodev,noexec
+read -r CMDLINE </proc/cmdline
+case " $CMDLINE " in *" wnodes.debug "*) DEBUG=1 ;; esac
+debug "started"
 mount_fs sysfs /sys nosuid,nodev,noexec
 mount_fs devtmpfs /dev nosuid,mode=0755
 mount_fs tmpfs /tmp nosuid,nodev,mode=1777
 mount_fs tmpfs /run nosuid,nodev,mode=0755
 mount_fs tmpfs /dev/shm nosuid,nodev,mode=1777
 
-read -r CMDLINE </proc/cmdline
 set -f
 for arg in $CMDLINE; do
     case "$arg" in
         wnodes.hostname=?*) echo "${arg#wnodes.hostname=}" >/proc/sys/kernel/hostname ;;
-        wnodes.debug) DEBUG=1 ;;
     esac
 done
 set +f
+debug "file systems mounted, hostname set"
 if command -v ip >/dev/null 2>&1; then
     ip link set lo up 2>/dev/null
 fi
 
 read -r KREL </proc/sys/kernel/osrelease
-debug "file systems mounted"
+debug "loopback up"
 
 # The port names arrive from the host a little after the ports appear: poll (30 s at most).
 CTL= OUT= ERR=
@@ -154,6 +159,8 @@ run_as() {
 run_exec() {
     # $1: nonce, $2: uid, $3: base64 of the command
     _code=0
+    printf '%s' "$1" >&4
+    printf '%s' "$1" >&5
     case "$2" in
         '' | *[!0-9]*)
             echo "wnodes-init: bad uid '$2'" >&5

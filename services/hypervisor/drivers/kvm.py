@@ -14,6 +14,16 @@ from typing import Literal
 
 Virtualization = Literal["kvm", "qemu"]
 
+# Kernel arguments that only pay off under TCG, appended by the driver there (measured with the
+# Debian 6.1 kernel, guest uptime at /init 1.20 s -> 0.95 s):
+# - nolapic_timer: skips the 100 ms local APIC timer calibration (TCG offers no TSC-deadline
+#   timer); ticks come from the HPET instead. Under KVM the TSC-deadline timer needs no
+#   calibration and is the better clock event device, so not there.
+# - rodata=off: skips marking kernel text/rodata read-only and the W+X page-table walk
+#   (~150 ms under emulation). Trades guest-kernel hardening for boot time: leave it out where
+#   that matters more.
+TCG_KERNEL_ARGS = "nolapic_timer rodata=off"
+
 
 def cpu_flags(cpuinfo_text: str) -> set[str]:
     """The union of the ``flags`` lines of /proc/cpuinfo."""

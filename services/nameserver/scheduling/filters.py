@@ -6,13 +6,13 @@ did not fit (RESOURCE_EXHAUSTED with the reason), as Nova's filter logs do.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from services.nameserver.scheduling.host_state import HostState, PlacementRequest
 
 
 class HostFilter(Protocol):
-    name: ClassVar[str]
+    name: str
 
     def passes(self, host: HostState, req: PlacementRequest) -> bool: ...
 
@@ -51,4 +51,5 @@ class RamFilter:
         return f"no hypervisor has {req.memory_mib} MiB of free memory"
 
 
-ALL_FILTERS: dict[str, type[HostFilter]] = {f.name: f for f in (PinnedHostFilter, CoreFilter, RamFilter)}
+_FILTERS: tuple[type[HostFilter], ...] = (PinnedHostFilter, CoreFilter, RamFilter)
+ALL_FILTERS: dict[str, type[HostFilter]] = {f.name: f for f in _FILTERS}

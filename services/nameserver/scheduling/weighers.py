@@ -6,13 +6,13 @@ them (fills a host before using the next, leaving whole hosts free for large req
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from services.nameserver.scheduling.host_state import HostState, PlacementRequest
 
 
 class HostWeigher(Protocol):
-    name: ClassVar[str]
+    name: str
 
     def weigh(self, host: HostState, req: PlacementRequest) -> float: ...
 
@@ -40,6 +40,5 @@ class ImageCachedWeigher:
         return 1.0 if req.image_version in host.cached_images else 0.0
 
 
-ALL_WEIGHERS: dict[str, type[HostWeigher]] = {
-    w.name: w for w in (FreeCoresWeigher, FreeMemoryWeigher, ImageCachedWeigher)
-}
+_WEIGHERS: tuple[type[HostWeigher], ...] = (FreeCoresWeigher, FreeMemoryWeigher, ImageCachedWeigher)
+ALL_WEIGHERS: dict[str, type[HostWeigher]] = {w.name: w for w in _WEIGHERS}

@@ -17,6 +17,7 @@ import logging
 import re
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from services.hypervisor.drivers.base import (
     DriverError,
     HostResources,
 )
-from services.hypervisor.drivers.kvm import detect_host_virtualization
+from services.hypervisor.drivers.kvm import TCG_KERNEL_ARGS, detect_host_virtualization
 from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths, DomainXmlOptions, domain_xml
 from services.hypervisor.drivers.libvirt.guest_channel import VirtioSerialChannel
 
@@ -74,6 +75,7 @@ class LibvirtDriver:
         run_dir: Path,
         virtualization: str | None = None,
         tcg_cpu_model: str = "qemu64",
+        tcg_kernel_args: str = TCG_KERNEL_ARGS,
         dac_label: str | None = None,
         guest_connect_timeout: float = 60.0,
     ) -> None:
@@ -84,6 +86,8 @@ class LibvirtDriver:
         virtualization: "kvm" or "qemu" to force one; None detects it (vmx/svm and a usable
             /dev/kvm mean "kvm", anything else TCG), and the choice and its reason are logged.
         tcg_cpu_model: CPU model under TCG ("qemu64" boots fastest; "maximum" has more features).
+        tcg_kernel_args: appended to a direct-boot kernel command line under TCG only (see
+            kvm.TCG_KERNEL_ARGS); "" appends nothing.
         dac_label: a static DAC label for QEMU, e.g. "+0:+0" to run it as root without
             relabelling; None uses libvirt's QEMU user, which must be able to reach the image
             files, the overlays and run_dir (every parent directory traversable).
@@ -94,12 +98,14 @@ class LibvirtDriver:
         self._run_dir = Path(run_dir)
         self._forced_virtualization = virtualization
         self._tcg_cpu_model = tcg_cpu_model
+        self._tcg_kernel_args = tcg_kernel_args
         self._dac_label = dac_label
         self._guest_connect_timeout = guest_connect_timeout
         self._conn: Any = None
         self._conn_lock = threading.Lock()
         self._virtualization: str | None = None
         self._guests: dict[str, VirtioSerialChannel] = {}
+        self._starting: set[str] = set()
 
     # -- HypervisorDriver ---------------------------------------------------------------------
 
@@ -107,9 +113,15 @@ class LibvirtDriver:
         def call() -> HostResources:
             conn = self._connection()
             info = conn.getInfo()  # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]
+            # getInfo's memory is NUMA node memory, which can be less than the host's (memory
+            # outside the nodes); the all-cells total is /proc/meminfo's MemTotal.
+            try:
+                memory_mib = int(conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)["total"]) // 1024
+            except (libvirt.libvirtError, KeyError):
+                memory_mib = int(info[1])
             return HostResources(
                 vcpu_count=int(info[2]),
-                memory_mib=int(info[1]),
+                memory_mib=memory_mib,
                 virtualization=self._detect_virtualization(conn),
             )
 
@@ -123,28 +135,36 @@ class LibvirtDriver:
         for path in channels.by_name().values():
             if len(str(path)) > _MAX_SOCKET_PATH:
                 raise DriverError(f"socket path {path} is longer than {_MAX_SOCKET_PATH} bytes")
+        if spec.vm_id in self._starting:
+            raise DriverError(f"domain {name} is already being started")
 
         def call() -> None:
             conn = self._connection()
-            existing = self._lookup(conn, name)
-            if existing is not None:
-                if existing.isActive():
-                    raise DriverError(f"domain {name} is already running")
-                LOG.info("undefining leftover inactive domain %s", name)
-                existing.undefine()
+            try:
+                existing = self._lookup(conn, name)
+                if existing is not None:
+                    if existing.isActive():
+                        raise DriverError(f"domain {name} is already running")
+                    LOG.info("undefining leftover inactive domain %s", name)
+                    existing.undefine()
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"preparing domain {name} failed: {exc}") from exc
             options = DomainXmlOptions(
                 virtualization=self._detect_virtualization(conn),
                 tcg_cpu_model=self._tcg_cpu_model,
                 dac_label=self._dac_label,
             )
-            vm_dir.mkdir(parents=True, exist_ok=True)
-            vm_dir.chmod(0o755)
-            for path in channels.by_name().values():
-                path.unlink(missing_ok=True)
-            xml = domain_xml(
-                spec, name=name, options=options, channels=channels,
-                console_log=vm_dir / "console.log",
-            )  # fmt: skip
+            domain_spec = spec
+            if options.virtualization == "qemu" and spec.kernel_path is not None and self._tcg_kernel_args:
+                domain_spec = replace(spec, cmdline=f"{spec.cmdline} {self._tcg_kernel_args}".strip())
+            try:
+                xml = domain_xml(domain_spec, name=name, options=options, channels=channels, console_log=vm_dir / "console.log")
+                vm_dir.mkdir(parents=True, exist_ok=True)
+                vm_dir.chmod(0o755)  # libvirt's QEMU user may need to reach it
+                for path in channels.by_name().values():
+                    path.unlink(missing_ok=True)
+            except (ValueError, OSError) as exc:
+                raise DriverError(f"preparing domain {name} failed: {exc}") from exc
             domain = None
             try:
                 domain = conn.defineXML(xml)
@@ -153,11 +173,14 @@ class LibvirtDriver:
                 self._cleanup_failed(domain, name)
                 shutil.rmtree(vm_dir, ignore_errors=True)
                 raise DriverError(f"starting domain {name} failed: {exc}") from exc
-            LOG.info("started domain %s (%s, %d vCPU, %d MiB)", name, options.virtualization,
-                     spec.vcpu_count, spec.memory_mib)  # fmt: skip
+            LOG.info("started domain %s (%s, %d vCPU, %d MiB)", name, options.virtualization, spec.vcpu_count, spec.memory_mib)
 
-        with _TRACER.start_as_current_span("libvirt.define_domain", attributes={"wnodes.vm_id": spec.vm_id}):
-            await asyncio.to_thread(call)
+        self._starting.add(spec.vm_id)
+        try:
+            with _TRACER.start_as_current_span("libvirt.define_domain", attributes={"wnodes.vm_id": spec.vm_id}):
+                await asyncio.to_thread(call)
+        finally:
+            self._starting.discard(spec.vm_id)
 
     async def destroy(self, vm_id: str) -> None:
         self._check_vm_id(vm_id)
@@ -171,13 +194,17 @@ class LibvirtDriver:
             domain = self._lookup(conn, name)
             if domain is not None:
                 try:
-                    if domain.isActive():
-                        domain.destroy()
+                    domain.destroy()
+                except libvirt.libvirtError as exc:
+                    # Not running (any more) is fine: stopped by itself or by a concurrent destroy.
+                    if not _is_no_domain(exc) and self._is_active(domain):
+                        raise DriverError(f"stopping domain {name} failed: {exc}") from exc
+                try:
                     domain.undefine()
-                    LOG.info("destroyed domain %s", name)
                 except libvirt.libvirtError as exc:
                     if not _is_no_domain(exc):
-                        raise DriverError(f"destroying domain {name} failed: {exc}") from exc
+                        raise DriverError(f"undefining domain {name} failed: {exc}") from exc
+                LOG.info("destroyed domain %s", name)
             shutil.rmtree(self._run_dir / vm_id, ignore_errors=True)
 
         with _TRACER.start_as_current_span("libvirt.destroy_domain", attributes={"wnodes.vm_id": vm_id}):
@@ -277,6 +304,13 @@ class LibvirtDriver:
             if _is_no_domain(exc):
                 return None
             raise DriverError(f"looking up domain {name} failed: {exc}") from exc
+
+    @staticmethod
+    def _is_active(domain: Any) -> bool:
+        try:
+            return bool(domain.isActive())
+        except libvirt.libvirtError:
+            return False
 
     @staticmethod
     def _domain_info(vm_id: str, domain: Any) -> DomainInfo | None:

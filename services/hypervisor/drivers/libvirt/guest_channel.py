@@ -6,17 +6,17 @@ Protocol (the guest side is deploy/images/guest/wnodes-init.sh):
   ``POWEROFF``. Guest: ``READY <kernel release>`` (at boot, after each reconnection of the host
   end and in answer to PING), ``EXIT <nonce> <code>`` when a command ended, ``ERROR <text>``.
 - ``org.wnodes.stdout`` and ``org.wnodes.stderr`` carry a command's output as written. A byte
-  stream has no per-command end of file, so when the command ends the guest writes the nonce
-  (32 hex digits, nothing around them) to both as end markers. This end strips the markers and
-  yields Exit only once both markers and the EXIT line arrived, so every byte written before the
-  command ended is delivered before Exit.
+  stream has no per-command end of file, so the guest writes the nonce (32 hex digits, nothing
+  around them) to both before the command starts and again when it ended. This end drops what
+  comes before the start marker (the tail of an earlier command whose host end crashed, output of
+  background processes), strips the markers, and yields Exit only once both end markers and the
+  EXIT line arrived, so every byte written before the command ended is delivered before Exit.
 
 The guest blocks writing to a port while the host end is not connected, and QEMU keeps what the
 host sends until the guest reads: either end may come first. Only one host end can be connected
 to a socket at a time; a second one waits until the first closes (QEMU accepts one client).
 
-Output that arrives while no command runs (a background process of an earlier command, or the
-tail of a command whose host end crashed) is dropped, as is output after a command's end marker.
+Output outside a command's start and end markers is dropped.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class _Exec:
     nonce: str
     queue: asyncio.Queue[ExecEvent | _Wake] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
     pending: dict[str, bytes] = field(default_factory=lambda: {"stdout": b"", "stderr": b""})
+    started: dict[str, bool] = field(default_factory=lambda: {"stdout": False, "stderr": False})
     ended: dict[str, bool] = field(default_factory=lambda: {"stdout": False, "stderr": False})
     exit_code: int | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -187,7 +188,17 @@ class _Connection:
         if job is None or job.ended[stream]:
             LOG.debug("%s: dropping %d bytes of %s outside a command", self.name, len(data), stream)
             return
-        out, keep, found = split_at_marker(job.pending[stream] + data, job.marker)
+        data = job.pending[stream] + data
+        if not job.started[stream]:
+            stale, keep, found = split_at_marker(data, job.marker)
+            if stale:
+                LOG.debug("%s: dropping %d bytes of %s before the start marker", self.name, len(stale), stream)
+            if not found:
+                job.pending[stream] = keep
+                return
+            job.started[stream] = True
+            data = data[data.index(job.marker) + len(job.marker) :]
+        out, keep, found = split_at_marker(data, job.marker)
         job.pending[stream] = keep
         if out:
             await job.emit(Stdout(out) if stream == "stdout" else Stderr(out))
