@@ -1,7 +1,8 @@
-"""OpenTelemetry set-up, chosen by configuration: WNODES_OTEL_EXPORTER = none | console | otlp.
+"""OpenTelemetry set-up, chosen by configuration: WNODES_OTEL_EXPORTER = none | console | otlp | file.
 
 Off ("none") by default, so tests pay nothing. With "otlp" the standard OTEL_EXPORTER_OTLP_*
-variables say where spans go. Interceptors are passed explicitly to servers and channels (no
+variables say where spans go; "file" writes one JSON span per line to
+$WNODES_OTEL_DIR/<service>-<pid>.jsonl. Interceptors are passed explicitly to servers and channels (no
 global monkey-patching), so one request is one trace across gateway, nameserver and agent.
 """
 
@@ -34,8 +35,9 @@ def setup(service_name: str) -> None:
 
         exporter = OTLPSpanExporter()
     elif exporter_kind() == "file":
-        path = os.environ.get("WNODES_OTEL_FILE", f"/tmp/wnodes-spans-{service_name}.jsonl")
-        exporter = ConsoleSpanExporter(out=open(path, "a"), formatter=lambda s: s.to_json(indent=None) + "\n")  # noqa: SIM115
+        path = os.path.join(os.environ.get("WNODES_OTEL_DIR", "/tmp"), f"{service_name}-{os.getpid()}.jsonl")
+        out = open(path, "a")  # noqa: SIM115 - lives as long as the process
+        exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
     else:
         exporter = ConsoleSpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -90,7 +90,8 @@ class Registry:
 
     async def create_vm(
         self, spec: VmSpec, principal: Principal, request_id: str, trace_context: dict[str, str]
-    ) -> OperationRecord:
+    ) -> OperationView:
+        """Places a new VM; returns its create operation (the first one, for a retried request)."""
         validation.check_request_id(request_id)
         image, version = validation.parse_image(spec.image)
         validation.check_size(spec.vcpu_count, spec.memory_mib)
@@ -99,7 +100,7 @@ class Registry:
         request_id = request_id or uuid.uuid4().hex
         existing = await self._existing_request(request_id)
         if existing:
-            return existing
+            return await self.get_operation(existing.name, principal)
         image_record = await self._images.resolve(image, version, principal)
         vm_id = "vm-" + secrets.token_hex(5)
         vm = VmRecord(
@@ -122,9 +123,9 @@ class Registry:
         op = OperationRecord(id=uuid.uuid4().hex, kind="create", vm_id=vm_id)
         placed = await self._place(vm, op)
         if placed is not None:  # another replica won with the same request id
-            return placed
+            return await self.get_operation(placed.name, principal)
         LOG.info("placed %s (%s, %d vCPU, %d MiB) on %s", vm.name, vm.image_version, vm.vcpu_count, vm.memory_mib, vm.hypervisor)
-        return op
+        return OperationView(op, done=False, vm=vm)
 
     async def _existing_request(self, request_id: str) -> OperationRecord | None:
         entry = await self._store.get(self._keys.request(request_id))

@@ -25,10 +25,10 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         principal = principal_of(context)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        op = await self._registry.create_vm(
+        view = await self._registry.create_vm(
             convert.spec_from_proto(request.virtual_machine), principal, request.request_id, carrier
         )
-        return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
+        return convert.operation_to_proto(view)
 
     @maps_errors
     async def DeleteVirtualMachine(

@@ -1,0 +1,81 @@
+"""`make bench`: every figure of the project in one table, each next to a baseline measured in
+the same run, with the ratio. Also written as JSON (bench/results/bench.json).
+
+    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import placement, time_to_job
+from deploy.stack.stack import DEFAULT_IMAGES
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(figure, value, baseline, baseline value, ratio)."""
+    rows = []
+    if "time_to_job" in results:
+        t = results["time_to_job"]
+        for q in ("p50", "p95"):
+            w, lv, qm = t["wnodes"][q], t["direct_libvirt"][q], t["direct_qemu"][q]
+            rows.append((f"tiny: request -> first output ({q})", f"{w:.2f} s", "direct libvirt createXML", f"{lv:.2f} s", f"{w / lv:.2f}"))
+            rows.append((f"tiny: request -> first output ({q})", f"{w:.2f} s", "direct QEMU", f"{qm:.2f} s", f"{w / qm:.2f}"))
+        rows.append(("tiny: cold host cache (image pulled)", f"{t['tiny_cold_cache_s']:.2f} s", "warm p50", f"{t['wnodes']['p50']:.2f} s",
+                     f"{t['tiny_cold_cache_s'] / t['wnodes']['p50']:.2f}"))
+        rows.append(("debian12: request -> first output (p50)", f"{t['debian12_wnodes']['p50']:.2f} s", "tiny p50",
+                     f"{t['wnodes']['p50']:.2f} s", f"{t['debian12_wnodes']['p50'] / t['wnodes']['p50']:.2f}"))
+    if "placement" in results:
+        p = results["placement"]
+        rows.append((f"placements/s through the gateway ({p['hosts']} hosts, 3 replicas)", f"{p['creates_per_s']:.0f}/s",
+                     "etcd txns/s from one process", f"{p['etcd_txn_per_s']:.0f}/s", f"{p['creates_per_s'] / p['etcd_txn_per_s']:.2f}"))
+        rows.append(("placement latency p50", f"{p['p50_ms']:.0f} ms", "", "", ""))
+        rows.append(("placement latency p99", f"{p['p99_ms']:.0f} ms", "", "", ""))
+        for name, idle in p["rss_idle_mib"].items():
+            loaded = p["rss_loaded_mib"][name]
+            rows.append((f"RSS {name} under load", f"{loaded:.0f} MiB", "idle", f"{idle:.0f} MiB", f"{loaded / idle:.2f}" if idle else ""))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0] if __doc__ else "")
+    ap.add_argument("--runs", type=int, default=10, help="VM boots per method for time to job")
+    ap.add_argument("--creates", type=int, default=2000, help="creates for the placement benchmark")
+    ap.add_argument("--hosts", type=int, default=100)
+    ap.add_argument("--only", choices=["time_to_job", "placement"])
+    ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    args = ap.parse_args(argv)
+    console = Console()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="wnodes-bench-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "time_to_job"):
+            console.print(f"[bold]time to job[/bold]: {args.runs} boots each through WNoDeS, libvirt and QEMU, interleaved")
+            results["time_to_job"] = time_to_job.run(work, args.images, args.runs)
+        if args.only in (None, "placement"):
+            console.print(f"[bold]placement[/bold]: {args.creates} creates over {args.hosts} simulated hosts")
+            results["placement"] = placement.run(work, args.hosts, args.creates)
+    table = Table(title="WNoDeS benchmark (ratio = value / baseline, same run)")
+    for col in ("figure", "value", "baseline", "baseline value", "ratio"):
+        table.add_column(col)
+    for row in _rows(results):
+        table.add_row(*row)
+    console.print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
+    console.print(f"JSON: {RESULTS / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
