@@ -1,0 +1,75 @@
+"""The driver contract (services/hypervisor/drivers/base.py), checked for every implementation:
+the fake driver and the libvirt driver on libvirt's in-memory test:///default hypervisor.
+Real QEMU guests are covered by tests/e2e."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from services.hypervisor.drivers.base import DomainSpec, DriverError, HypervisorDriver
+from services.hypervisor.drivers.fake import FakeDriver
+from services.hypervisor.drivers.libvirt.driver import LibvirtDriver
+
+_ids = itertools.count()
+
+
+@pytest.fixture(params=["fake", "libvirt-test"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> HypervisorDriver:
+    if request.param == "fake":
+        return FakeDriver(vcpu_count=8, memory_mib=8192)
+    return LibvirtDriver("test:///default", f"wnodes-contract-{next(_ids)}-", run_dir=tmp_path, virtualization="qemu")
+
+
+def spec(vm_id: str, tmp_path: Path) -> DomainSpec:
+    return DomainSpec(vm_id=vm_id, vcpu_count=1, memory_mib=128, disk_path=tmp_path / "disk.qcow2",
+                      hostname=f"h-{vm_id}", mac_address="52:54:00:00:00:01")
+
+
+async def test_start_then_list_then_destroy(driver: HypervisorDriver, tmp_path: Path) -> None:
+    await driver.define_and_start(spec("vm-a1", tmp_path))
+    listed = await driver.list()
+    assert [d.vm_id for d in listed] == ["vm-a1"] and listed[0].running
+    await driver.destroy("vm-a1")
+    assert await driver.list() == []
+
+
+async def test_destroy_is_idempotent(driver: HypervisorDriver, tmp_path: Path) -> None:
+    await driver.destroy("vm-never-existed")
+    await driver.define_and_start(spec("vm-b1", tmp_path))
+    await driver.destroy("vm-b1")
+    await driver.destroy("vm-b1")
+    assert await driver.list() == []
+
+
+async def test_a_second_start_of_the_same_vm_fails_and_leaves_the_first(driver: HypervisorDriver, tmp_path: Path) -> None:
+    await driver.define_and_start(spec("vm-c1", tmp_path))
+    with pytest.raises(DriverError):
+        await driver.define_and_start(spec("vm-c1", tmp_path))
+    assert [d.vm_id for d in await driver.list()] == ["vm-c1"]
+    await driver.destroy("vm-c1")
+
+
+async def test_host_resources(driver: HypervisorDriver) -> None:
+    res = await driver.host_resources()
+    assert res.vcpu_count > 0 and res.memory_mib > 0
+    assert res.virtualization in {"kvm", "qemu", "fake"}
+
+
+async def test_fake_failure_injection_leaves_nothing(tmp_path: Path) -> None:
+    driver = FakeDriver(fail_on=frozenset({"vm-bad"}))
+    with pytest.raises(DriverError):
+        await driver.define_and_start(spec("vm-bad", tmp_path))
+    assert await driver.list() == []
+
+
+async def test_fake_guest_speaks_the_channel_protocol(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await driver.define_and_start(spec("vm-d1", tmp_path))
+    guest = driver.guest("vm-d1")
+    assert (await guest.wait_ready(1)).kernel_release
+    events = [e async for e in guest.exec("echo hi; exit 4")]
+    assert [type(e).__name__ for e in events] == ["Stdout", "Exit"]
+    assert events[0].data == b"hi\n" and events[1].code == 4  # type: ignore[union-attr]
