@@ -15,10 +15,14 @@ help: ## List the targets
 setup: apt $(VENV_STAMP) images libvirt ## Install what is missing (apt, venv, guest images, libvirtd); idempotent
 
 .PHONY: apt
+# policy-rc.d keeps package scripts from starting daemons (libvirtd would start its NAT network):
+# we start what we need ourselves, in deploy/scripts/libvirt_up.sh.
 apt: ## Install the Debian packages (only those missing)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	  policy=/usr/sbin/policy-rc.d; own=0; [ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; own=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; rc=$$?; \
+	  [ $$own = 0 ] || rm -f $$policy; exit $$rc; fi
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv

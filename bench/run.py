@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["time_to_job", "placement"])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = ap.parse_args(argv)
-    console = Console()
+    console = Console(width=150)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="wnodes-bench-") as tmp:
         work = Path(tmp)

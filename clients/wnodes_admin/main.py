@@ -31,7 +31,9 @@ def _client(args: argparse.Namespace) -> Client:
     gateway = args.gateway or os.environ.get("WNODES_GATEWAY")
     if not gateway:
         state = Stack(args.stack_dir).state
-        gateway = state.gateway if state else None
+        if state is None:
+            raise RuntimeError(f"no gateway: set WNODES_GATEWAY or --gateway, or start a stack ('wnodes-admin stack up'); none in {args.stack_dir}")
+        gateway = state.gateway
     return Client(gateway, user=os.environ.get("WNODES_USER", "wnodes-admin"), vo=os.environ.get("WNODES_VO", "wnodes"), roles=["admin"])
 
 
@@ -167,6 +169,11 @@ def nameservers_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# --output may stand after the subcommand too (`wnodes vm list --output json`).
+OUTPUT = argparse.ArgumentParser(add_help=False)
+OUTPUT.add_argument("--output", "-o", choices=["table", "json"], default=argparse.SUPPRESS, help="json for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wnodes-admin", description="Operate a WNoDeS farm.")
     p.add_argument("--gateway", default=None, help="gateway host:port (default: $WNODES_GATEWAY or the local stack's)")
@@ -174,50 +181,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", choices=["table", "json"], default="table")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    stack = sub.add_parser("stack", help="a whole deployment on this machine, on loopback").add_subparsers(dest="stack_cmd", required=True)
-    up = stack.add_parser("up", help="start etcd x3, nameserver x3, imagestore, hypervisor agents and the gateway")
+    stack = sub.add_parser("stack", parents=[OUTPUT], help="a whole deployment on this machine, on loopback").add_subparsers(dest="stack_cmd", required=True)
+    up = stack.add_parser("up", parents=[OUTPUT], help="start etcd x3, nameserver x3, imagestore, hypervisor agents and the gateway")
     up.add_argument("--driver", choices=["libvirt", "fake"], default="libvirt", help="libvirt: real VMs; fake: simulated hosts")
     up.add_argument("--hypervisors", type=int, default=1, help="with --driver fake: how many simulated hosts")
     up.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of built images to register")
     up.set_defaults(fn=stack_up)
-    stack.add_parser("status", help="every process with its PID and endpoint").set_defaults(fn=stack_status)
-    stack.add_parser("env", help="what a shell needs to use the stack (eval it)").set_defaults(fn=stack_env)
-    stack.add_parser("down", help="stop everything; leave no process, domain or overlay").set_defaults(fn=stack_down)
-    kill = stack.add_parser("kill", help="SIGKILL one process (for fault drills)")
+    stack.add_parser("status", parents=[OUTPUT], help="every process with its PID and endpoint").set_defaults(fn=stack_status)
+    stack.add_parser("env", parents=[OUTPUT], help="what a shell needs to use the stack (eval it)").set_defaults(fn=stack_env)
+    stack.add_parser("down", parents=[OUTPUT], help="stop everything; leave no process, domain or overlay").set_defaults(fn=stack_down)
+    kill = stack.add_parser("kill", parents=[OUTPUT], help="SIGKILL one process (for fault drills)")
     kill.add_argument("name")
     kill.set_defaults(fn=stack_kill)
-    restart = stack.add_parser("restart", help="(re)start one process")
+    restart = stack.add_parser("restart", parents=[OUTPUT], help="(re)start one process")
     restart.add_argument("name")
     restart.set_defaults(fn=stack_restart)
 
-    hv = sub.add_parser("hypervisors", help="the farm's hosts").add_subparsers(dest="hv_cmd", required=True)
-    hv.add_parser("list").set_defaults(fn=hypervisors_list)
-    hv_show = hv.add_parser("show")
+    hv = sub.add_parser("hypervisors", parents=[OUTPUT], help="the farm's hosts").add_subparsers(dest="hv_cmd", required=True)
+    hv.add_parser("list", parents=[OUTPUT]).set_defaults(fn=hypervisors_list)
+    hv_show = hv.add_parser("show", parents=[OUTPUT])
     hv_show.add_argument("name")
     hv_show.set_defaults(fn=hypervisors_show)
 
-    vms = sub.add_parser("vms", help="every VM").add_subparsers(dest="vms_cmd", required=True)
-    vms_l = vms.add_parser("list")
+    vms = sub.add_parser("vms", parents=[OUTPUT], help="every VM").add_subparsers(dest="vms_cmd", required=True)
+    vms_l = vms.add_parser("list", parents=[OUTPUT])
     vms_l.add_argument("--hypervisor", default="")
     vms_l.set_defaults(fn=vms_list)
-    vms_s = vms.add_parser("show")
+    vms_s = vms.add_parser("show", parents=[OUTPUT])
     vms_s.add_argument("name")
     vms_s.set_defaults(fn=vms_show)
 
-    images = sub.add_parser("images", help="the image catalogue").add_subparsers(dest="images_cmd", required=True)
-    images.add_parser("list").set_defaults(fn=images_list)
-    img_show = images.add_parser("show")
+    images = sub.add_parser("images", parents=[OUTPUT], help="the image catalogue").add_subparsers(dest="images_cmd", required=True)
+    images.add_parser("list", parents=[OUTPUT]).set_defaults(fn=images_list)
+    img_show = images.add_parser("show", parents=[OUTPUT])
     img_show.add_argument("name", help="images/NAME or images/NAME/versions/N")
     img_show.set_defaults(fn=images_show)
-    upload = images.add_parser("upload", help="upload a folder (disk.qcow2 [vmlinux initrd.img]) as a new version")
+    upload = images.add_parser("upload", parents=[OUTPUT], help="upload a folder (disk.qcow2 [vmlinux initrd.img]) as a new version")
     upload.add_argument("name")
     upload.add_argument("dir")
     upload.add_argument("--cmdline", default="")
     upload.add_argument("--visibility", choices=["PRIVATE", "VO", "PUBLIC"], default="VO")
     upload.set_defaults(fn=images_upload)
 
-    ns = sub.add_parser("nameservers", help="nameserver replicas").add_subparsers(dest="ns_cmd", required=True)
-    ns.add_parser("list").set_defaults(fn=nameservers_list)
+    ns = sub.add_parser("nameservers", parents=[OUTPUT], help="nameserver replicas").add_subparsers(dest="ns_cmd", required=True)
+    ns.add_parser("list", parents=[OUTPUT]).set_defaults(fn=nameservers_list)
     return p
 
 

@@ -103,6 +103,11 @@ def cmd_images(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# --output may stand after the subcommand too (`wnodes vm list --output json`).
+OUTPUT = argparse.ArgumentParser(add_help=False)
+OUTPUT.add_argument("--output", "-o", choices=["table", "json"], default=argparse.SUPPRESS, help="json for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wnodes", description="WNoDeS: run work in virtual worker nodes created on demand.",
                                 epilog="The gateway is $WNODES_GATEWAY (see 'wnodes-admin stack env').")
@@ -110,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", choices=["table", "json"], default="table", help="json for scripts")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    run = sub.add_parser("run", help="run a command in a fresh VM and remove the VM afterwards",
+    run = sub.add_parser("run", parents=[OUTPUT], help="run a command in a fresh VM and remove the VM afterwards",
                          description="Creates a VM of IMAGE, runs CMD in it, streams its output, exits with its exit code and deletes the VM.")
     run.add_argument("--image", required=True, help="image name, e.g. tiny or debian12")
     run.add_argument("--cpus", type=int, default=1)
@@ -121,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     run.set_defaults(fn=cmd_run)
 
-    vm = sub.add_parser("vm", help="manage virtual machines").add_subparsers(dest="vm_cmd", required=True)
-    create = vm.add_parser("create", help="create a VM and wait until it is ACTIVE")
+    vm = sub.add_parser("vm", parents=[OUTPUT], help="manage virtual machines").add_subparsers(dest="vm_cmd", required=True)
+    create = vm.add_parser("create", parents=[OUTPUT], help="create a VM and wait until it is ACTIVE")
     create.add_argument("--image", required=True)
     create.add_argument("--cpus", type=int, default=1)
     create.add_argument("--memory", type=int, default=256, help="MiB")
@@ -130,19 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--no-wait", action="store_true", help="return at once with the operation")
     create.add_argument("--timeout", type=float, default=600)
     create.set_defaults(fn=cmd_create)
-    lst = vm.add_parser("list", help="list your VMs")
+    lst = vm.add_parser("list", parents=[OUTPUT], help="list your VMs")
     lst.add_argument("--hypervisor", default="")
     lst.set_defaults(fn=cmd_list)
-    show = vm.add_parser("show", help="show one VM")
+    show = vm.add_parser("show", parents=[OUTPUT], help="show one VM")
     show.add_argument("name")
     show.set_defaults(fn=cmd_show)
-    delete = vm.add_parser("delete", help="delete VMs")
+    delete = vm.add_parser("delete", parents=[OUTPUT], help="delete VMs")
     delete.add_argument("names", nargs="+")
     delete.add_argument("--no-wait", action="store_true")
     delete.add_argument("--timeout", type=float, default=120)
     delete.set_defaults(fn=cmd_delete)
 
-    images = sub.add_parser("images", help="images you may use")
+    images = sub.add_parser("images", parents=[OUTPUT], help="images you may use")
     images.set_defaults(fn=cmd_images)
     return p
 

@@ -30,6 +30,7 @@ from services.common.errors import (
 )
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord, ImageRecord, VmRecord, VmState
+from services.common.registration import Registration
 from services.common.store import Compare, Delete, EtcdStore, Put
 from services.hypervisor.drivers.base import DomainSpec, DriverError, GuestChannel, HypervisorDriver
 from services.hypervisor.image_cache import CachedImage, ImageCache
@@ -77,11 +78,10 @@ class Agent:
         self.driver = driver
         self._cache = cache
         self._tracked: dict[str, _Tracked] = {}
-        self._lease = 0
         self._record: HypervisorRecord | None = None
+        self._registration: Registration | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
-        self._cached_versions: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
     # --- registration ---------------------------------------------------------------------
@@ -100,9 +100,12 @@ class Agent:
             memory_mib=res.memory_mib,
             virtualization=res.virtualization,
         )
-        await self._register()
+        record = self._record
+        self._registration = Registration(
+            self._store, self._keys.hypervisor(self.cfg.host), lambda: records.dump(record), self.cfg.lease_ttl, self._kick.set
+        )
+        await self._registration.start()
         self._tasks = [
-            asyncio.create_task(self._keep_alive()),
             asyncio.create_task(self._watch()),
             asyncio.create_task(self._converge_loop()),
         ]
@@ -116,28 +119,8 @@ class Agent:
         for t in self._tasks + [tr.task for tr in self._tracked.values() if tr.task]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self._store.revoke_lease(self._lease)
-
-    async def _register(self) -> None:
-        assert self._record is not None
-        self._lease = await self._store.grant_lease(self.cfg.lease_ttl)
-        await self._publish()
-
-    async def _publish(self) -> None:
-        assert self._record is not None
-        self._record.cached_images = sorted(self._cached_versions)
-        await self._store.put(self._keys.hypervisor(self.cfg.host), records.dump(self._record), lease=self._lease)
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(max(0.5, self.cfg.lease_ttl / 3))
-            try:
-                if not await self._store.keep_alive_once(self._lease):
-                    LOG.warning("hypervisor %s: lease expired; registering again", self.cfg.host)
-                    await self._register()
-                    self._kick.set()
-            except Exception as exc:
-                LOG.warning("hypervisor %s: lease keepalive failed: %s", self.cfg.host, exc)
+        if self._registration is not None:
+            await self._registration.stop()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -236,7 +219,7 @@ class Agent:
         started = time.monotonic()
         try:
             with TRACER.start_as_current_span("hypervisor.start_vm", attributes={"vm": vm.name, "host": self.cfg.host}):
-                if any(d.vm_id == vm.id for d in await self.driver.list()):
+                if vm.state == VmState.STARTING and any(d.vm_id == vm.id for d in await self.driver.list()):
                     await self._adopt(vm)  # the previous agent got this far before it died
                     return
                 if not await self._transition(vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING}):
@@ -248,17 +231,18 @@ class Agent:
                     await self.driver.define_and_start(spec)
                 with TRACER.start_as_current_span("guest.wait_ready"):
                     ready = await self.driver.guest(vm.id).wait_ready(self.cfg.ready_timeout)
-                res = await self.driver.host_resources()
                 boot = time.monotonic() - started
+                # Work waiting for this guest (an Exec) may start now; the registry follows.
+                self._tracked[vm.id].ready.set()
+                virtualization = self._record.virtualization if self._record else ""
 
                 def activate(rec: VmRecord) -> bool:
-                    rec.boot_seconds, rec.virtualization = boot, res.virtualization
+                    rec.boot_seconds, rec.virtualization = boot, virtualization
                     rec.state_message = f"guest ready ({ready.kernel_release})"
                     return True
 
                 if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate):
-                    self._tracked[vm.id].ready.set()
-                    LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, res.virtualization)
+                    LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, virtualization)
                 else:
                     self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
         except asyncio.CancelledError:
@@ -275,9 +259,10 @@ class Agent:
             raise FailedPrecondition(f"{vm.image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
         image = records.load(ImageRecord, entry.value)
         cached = await self._cache.ensure(image) if self._cache else None
-        if vm.image_version not in self._cached_versions:
-            self._cached_versions.add(vm.image_version)
-            await self._publish()
+        if self._record is not None and vm.image_version not in self._record.cached_images:
+            self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
+            if self._registration is not None:
+                await self._registration.publish()
         return cached
 
     async def _domain_spec(self, vm: VmRecord, image: CachedImage | None) -> DomainSpec:

@@ -9,6 +9,7 @@ from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
 from services.common.names import parse_image
+from services.common.pagination import page_of
 from services.common.principal_context import principal_of
 from services.common.records import ImageRecord
 from services.imagestore import convert
@@ -38,10 +39,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         principal = principal_of(context)
         image = parse_image(request.parent)[0] if request.parent else ""
         visible = [r for r in await self._catalog.versions(image) if r.visible_to(principal.vo, principal.is_admin)]
-        start = int(request.page_token) if request.page_token.isdigit() else 0
-        size = min(request.page_size or 100, 1000)
-        page = visible[start : start + size]
-        token = str(start + size) if start + size < len(visible) else ""
+        page, token = page_of(visible, request.page_size, request.page_token)
         return image_service_pb2.ListImageVersionsResponse(
             image_versions=[convert.image_to_proto(r) for r in page], next_page_token=token
         )

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from services.common import records
 from services.common.keys import Keys
 from services.common.records import NameserverRecord, OperationRecord, VmRecord, VmState
+from services.common.registration import Registration
 from services.common.store import Compare, Delete, EtcdStore, Put
 
 LOG = logging.getLogger(__name__)
@@ -25,37 +26,20 @@ OPERATION_RETENTION = 3600.0
 
 
 class Membership:
+    """This replica's entry in nameservers/, under the lease its duty candidacies share."""
+
     def __init__(self, store: EtcdStore, keys: Keys, record: NameserverRecord) -> None:
-        self._store = store
-        self._keys = keys
-        self._record = record
-        self.lease = 0
-        self._task: asyncio.Task[None] | None = None
+        self._registration = Registration(store, keys.nameserver(record.id), lambda: records.dump(record), LEASE_TTL)
+
+    @property
+    def lease(self) -> int:
+        return self._registration.lease
 
     async def start(self) -> None:
-        await self._register()
-        self._task = asyncio.create_task(self._keep_alive())
-
-    async def _register(self) -> None:
-        self.lease = await self._store.grant_lease(LEASE_TTL)
-        await self._store.put(self._keys.nameserver(self._record.id), records.dump(self._record), lease=self.lease)
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_TTL / 3)
-            try:
-                if not await self._store.keep_alive_once(self.lease):
-                    LOG.warning("nameserver lease expired; registering again")
-                    await self._register()
-            except Exception as exc:
-                LOG.warning("lease keepalive failed: %s", exc)
+        await self._registration.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._store.revoke_lease(self.lease)
+        await self._registration.stop()
 
 
 class Duty:

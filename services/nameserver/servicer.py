@@ -7,6 +7,7 @@ from opentelemetry import propagate
 
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
+from services.common.pagination import page_of
 from services.common.principal_context import principal_of
 from services.nameserver import convert, validation
 from services.nameserver.registry import Registry
@@ -70,10 +71,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> hypervisor_service_pb2.ListHypervisorsResponse:
         principal_of(context)
         views = await self._registry.list_hypervisors()
-        start = int(request.page_token or 0) if (request.page_token or "0").isdigit() else 0
-        size = min(request.page_size or 1000, 1000)
-        page = views[start : start + size]
-        token = str(start + size) if start + size < len(views) else ""
+        page, token = page_of(views, request.page_size, request.page_token, default_size=1000)
         return hypervisor_service_pb2.ListHypervisorsResponse(
             hypervisors=[convert.hypervisor_to_proto(v) for v in page], next_page_token=token
         )

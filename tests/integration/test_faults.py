@@ -93,3 +93,43 @@ def test_burst_while_an_etcd_member_dies(stack: Stack) -> None:
     while not etcd_cluster.healthy(state.etcd_endpoints):
         assert time.monotonic() < deadline, "etcd2 did not rejoin"
         time.sleep(0.2)
+
+
+def test_duties_move_to_another_replica_when_the_leader_dies(stack: Stack) -> None:
+    state = stack.state
+    assert state is not None
+    with Client(state.gateway, user="ops", vo="wnodes", roles=["admin"]) as admin:
+        leaders = [n.name for n in admin.list_nameservers() if "reconciler" in n.duties]
+        assert len(leaders) == 1
+        leader = leaders[0].removeprefix("nameservers/ns")
+        stack.kill(f"nameserver{leader}")
+        deadline = time.monotonic() + 15
+        while True:
+            now = [n.name for n in admin.list_nameservers() if "reconciler" in n.duties]
+            if now and now != leaders:
+                break
+            assert time.monotonic() < deadline, f"no replica took the reconciler over: {now}"
+            time.sleep(0.2)
+        assert len(now) == 1
+
+
+def test_vms_of_a_dead_hypervisor_become_unknown(stack: Stack) -> None:
+    state = stack.state
+    assert state is not None
+    with Client(state.gateway, user="alice", vo="atlas") as client:
+        vm = client.create_vm("tiny").result(timeout=60)
+        stack.kill("hypervisor0")  # all 20 simulated hosts die with their process
+        deadline = time.monotonic() + 20
+        while client.get_vm(vm.name).state != virtual_machine_pb2.VirtualMachine.State.UNKNOWN:
+            assert time.monotonic() < deadline, "the VM never became UNKNOWN"
+            time.sleep(0.2)
+        assert "stopped reporting" in client.get_vm(vm.name).state_message
+        # The fake driver's domains died with the process: the restarted agent reports the VM
+        # FAILED (its domain is gone) rather than pretending it runs, and frees its resources.
+        stack.restart("hypervisor0")
+        deadline = time.monotonic() + 30
+        while client.get_vm(vm.name).state != virtual_machine_pb2.VirtualMachine.State.FAILED:
+            assert time.monotonic() < deadline, client.get_vm(vm.name)
+            time.sleep(0.2)
+        client.delete_vm(vm.name).result(timeout=60)
+    stacks.check_registry_invariants(state)
