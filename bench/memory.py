@@ -1,7 +1,8 @@
-"""Resident memory of every process of a stack, by kind (MiB)."""
+"""Resident memory and CPU time of every process of a stack."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from deploy.stack.stack import StackState
@@ -15,6 +16,19 @@ def rss_mib(pid: int) -> float:
     except FileNotFoundError:
         pass
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(state: StackState) -> dict[str, float]:
+    return {p.name: cpu_seconds(p.pid) for p in state.procs}
 
 
 def rss_by_process(state: StackState) -> dict[str, float]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.memory import cpu_by_process, rss_by_process
 from bench.stats import percentile
 from deploy.stack.stack import Stack, StackState
 from services.common.identity import Principal
@@ -69,12 +70,13 @@ def run(workdir: Path, hosts: int = 100, total: int = 2000, concurrency: int = 3
     # Hosts large enough that capacity never refuses a request during the measurement.
     state = stack.up("fake", hosts, workdir / "no-images", fake_vcpus=4096, fake_memory_mib=4 * 1024 * 1024)
     try:
-        from bench.memory import rss_by_process
-
         idle = rss_by_process(state)
         etcd_rate = asyncio.run(_etcd_txns(state, total, concurrency))
+        cpu_before = cpu_by_process(state)
         elapsed, latencies, errors = asyncio.run(_creates(state.gateway, total, concurrency))
+        cpu_after = cpu_by_process(state)
         loaded = rss_by_process(state)
+        done = max(1, len(latencies))
         return {
             "hosts": hosts,
             "creates": total,
@@ -85,6 +87,9 @@ def run(workdir: Path, hosts: int = 100, total: int = 2000, concurrency: int = 3
             "etcd_txn_per_s": etcd_rate,
             "rss_idle_mib": idle,
             "rss_loaded_mib": loaded,
+            # Where the CPU goes: on this 2-core machine every process of the stack shares it.
+            "cpu_ms_per_create": {n: round((cpu_after[n] - cpu_before[n]) / done * 1000, 2) for n in cpu_before},
+            "cores_busy": round(sum(cpu_after[n] - cpu_before[n] for n in cpu_before) / elapsed, 2),
         }
     finally:
         stack.down()

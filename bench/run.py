@@ -41,6 +41,10 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      "etcd txns/s from one process", f"{p['etcd_txn_per_s']:.0f}/s", f"{p['creates_per_s'] / p['etcd_txn_per_s']:.2f}"))
         rows.append(("placement latency p50", f"{p['p50_ms']:.0f} ms", "", "", ""))
         rows.append(("placement latency p99", f"{p['p99_ms']:.0f} ms", "", "", ""))
+        rows.append(("cores busy during the burst (of 2)", f"{p['cores_busy']:.2f}", "", "", ""))
+        total_cpu = sum(p["cpu_ms_per_create"].values())
+        for name, ms in p["cpu_ms_per_create"].items():
+            rows.append((f"CPU per create: {name}", f"{ms:.2f} ms", "all processes", f"{total_cpu:.1f} ms", f"{ms / total_cpu:.2f}" if total_cpu else ""))
         for name, idle in p["rss_idle_mib"].items():
             loaded = p["rss_loaded_mib"][name]
             rows.append((f"RSS {name} under load", f"{loaded:.0f} MiB", "idle", f"{idle:.0f} MiB", f"{loaded / idle:.2f}" if idle else ""))

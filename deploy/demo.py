@@ -21,7 +21,7 @@ console = Console()
 
 DEMOS = [
     ("tiny", "echo \"hello from $(hostname), kernel $(uname -r)\"; grep PRETTY_NAME /etc/os-release"),
-    ("debian12", "echo \"hello from $(hostname), kernel $(uname -r)\"; grep PRETTY_NAME /etc/os-release; nproc; free -m | head -2"),
+    ("debian12", "echo \"hello from $(hostname), kernel $(uname -r)\"; grep PRETTY_NAME /etc/os-release; nproc; grep MemTotal /proc/meminfo"),
 ]
 
 

@@ -263,7 +263,7 @@ class Stack:
             return
         gateway_up = any(p.kind == "gateway" and processes.alive(p.pid) for p in state.procs)
         agent_up = any(p.kind == "hypervisor" and processes.alive(p.pid) for p in state.procs)
-        if gateway_up and agent_up:
+        if gateway_up and agent_up and state.driver == "libvirt":  # simulated hosts hold nothing real
             progress("deleting every VM")
             self._delete_all_vms(state)
         for kind in ("gateway", "hypervisor", "nameserver", "imagestore", "etcd"):

@@ -3,6 +3,8 @@ nameserver (which resolves the image a VM asks for)."""
 
 from __future__ import annotations
 
+import time
+
 from services.common import records
 from services.common.errors import FailedPrecondition, ImageNotFound
 from services.common.identity import Principal
@@ -12,13 +14,24 @@ from services.common.store import EtcdStore
 
 
 class ImageCatalog:
-    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, cache_seconds: float = 0.0) -> None:
+        """cache_seconds > 0 lets reads be that stale (the nameserver resolves an image per
+        create; a newly published version becomes visible within that time)."""
         self._store = store
         self._keys = keys
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, list[ImageRecord]]] = {}
 
     async def versions(self, image: str = "") -> list[ImageRecord]:
+        now = time.monotonic()
+        hit = self._cache.get(image)
+        if hit is not None and now - hit[0] < self._cache_seconds:
+            return hit[1]
         entries, _ = await self._store.get_prefix(self._keys.image_version(image))
-        return [records.load(ImageRecord, e.value) for e in entries]
+        found = [records.load(ImageRecord, e.value) for e in entries]
+        if self._cache_seconds > 0:
+            self._cache[image] = (now, found)
+        return found
 
     async def resolve(self, image: str, version: int | None, principal: Principal) -> ImageRecord:
         """The version to boot: the one named, or the newest AVAILABLE one the caller may use."""

@@ -74,7 +74,9 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         exec_request = agent_service_pb2.ExecRequest(
             vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds
         )
-        stream = agent.Exec(exec_request, metadata=principal.to_metadata())
+        # wait_for_ready: an agent that is restarting is waited for (the call is only sent once
+        # connected, so this never runs a command twice).
+        stream = agent.Exec(exec_request, metadata=principal.to_metadata(), wait_for_ready=True)
         async for response in stream:  # type: ignore[attr-defined]
             yield response
 

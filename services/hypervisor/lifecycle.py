@@ -31,12 +31,14 @@ from services.common.errors import (
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord, ImageRecord, VmRecord, VmState
 from services.common.registration import Registration
-from services.common.store import Compare, Delete, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put
 from services.hypervisor.drivers.base import DomainSpec, DriverError, GuestChannel, HypervisorDriver
 from services.hypervisor.image_cache import CachedImage, ImageCache
 from services.hypervisor.overlay import create_overlay
 
 LOG = logging.getLogger(__name__)
+# The value the nameserver writes on a placement key when the VM is to be deleted.
+DELETE_MARK = b"delete"
 TRACER = telemetry.tracer(__name__)
 
 
@@ -83,6 +85,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._images: dict[str, ImageRecord] = {}
 
     # --- registration ---------------------------------------------------------------------
 
@@ -131,7 +134,7 @@ class Agent:
                 self._kick.set()
                 async for ev in self._store.watch_prefix(self._keys.placements(self.cfg.host), revision + 1):
                     if not ev.deleted:
-                        task = asyncio.create_task(self._on_change(ev.key.rsplit("/", 1)[-1]))
+                        task = asyncio.create_task(self._on_change(ev.key.rsplit("/", 1)[-1], ev.value))
                         self._background.add(task)
                         task.add_done_callback(self._background.discard)
             except asyncio.CancelledError:
@@ -186,13 +189,12 @@ class Agent:
         if tracked is not None and tracked.dirty:
             self._ensure(vm_id)
 
-    async def _on_change(self, vm_id: str) -> None:
-        """A deletion must not wait for a boot in progress: cancel it, then tear down."""
+    async def _on_change(self, vm_id: str, placement: bytes) -> None:
+        """A deletion must not wait for a boot in progress: cancel it, then tear down. The
+        nameserver marks a placement DELETE_MARK when the VM is to go (no read needed here)."""
         tracked = self._tracked.get(vm_id)
-        if tracked is not None and tracked.task is not None and not tracked.task.done():
-            entry = await self._store.get(self._keys.vm(vm_id))
-            if entry is None or records.load(VmRecord, entry.value).state == VmState.DELETING:
-                tracked.task.cancel()
+        if placement == DELETE_MARK and tracked is not None and tracked.task is not None and not tracked.task.done():
+            tracked.task.cancel()
         self._ensure(vm_id)
 
     async def _handle(self, vm_id: str) -> None:
@@ -207,13 +209,13 @@ class Agent:
         elif vm.state == VmState.FAILED:
             await self._release(vm_id, vm, delete_record=False)
         elif vm.state in (VmState.SCHEDULED, VmState.STARTING):
-            await self._start(vm)
+            await self._start(vm, entry)
         elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
             await self._adopt(vm)
 
     # --- start ----------------------------------------------------------------------------
 
-    async def _start(self, vm: VmRecord) -> None:
+    async def _start(self, vm: VmRecord, entry: Entry) -> None:
         parent = propagate.extract(vm.trace_context)
         token = otel_context.attach(parent)
         started = time.monotonic()
@@ -222,7 +224,10 @@ class Agent:
                 if vm.state == VmState.STARTING and any(d.vm_id == vm.id for d in await self.driver.list()):
                     await self._adopt(vm)  # the previous agent got this far before it died
                     return
-                if not await self._transition(vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING}):
+                starting = await self._transition(
+                    vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING}, known=entry
+                )
+                if starting is None:
                     return
                 with TRACER.start_as_current_span("image_cache.ensure"):
                     image = await self._image(vm)
@@ -241,7 +246,7 @@ class Agent:
                     rec.state_message = f"guest ready ({ready.kernel_release})"
                     return True
 
-                if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate):
+                if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
                     LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, virtualization)
                 else:
                     self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
@@ -253,11 +258,13 @@ class Agent:
             otel_context.detach(token)
 
     async def _image(self, vm: VmRecord) -> CachedImage | None:
-        name, version = vm.image_version.removeprefix("images/").split("/versions/")
-        entry = await self._store.get(self._keys.image_version(name, int(version)))
-        if entry is None:
-            raise FailedPrecondition(f"{vm.image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
-        image = records.load(ImageRecord, entry.value)
+        image = self._images.get(vm.image_version)
+        if image is None:  # a version's blobs and boot parameters never change: read it once
+            name, version = vm.image_version.removeprefix("images/").split("/versions/")
+            entry = await self._store.get(self._keys.image_version(name, int(version)))
+            if entry is None:
+                raise FailedPrecondition(f"{vm.image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
+            image = self._images[vm.image_version] = records.load(ImageRecord, entry.value)
         cached = await self._cache.ensure(image) if self._cache else None
         if self._record is not None and vm.image_version not in self._record.cached_images:
             self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
@@ -353,25 +360,37 @@ class Agent:
     # --- records --------------------------------------------------------------------------
 
     async def _transition(
-        self, vm_id: str, state: VmState, message: str, *, expect: set[VmState], mutate: Callable[[VmRecord], bool] | None = None
-    ) -> bool:
-        """Compare-and-set of a VM's state; False if the VM left the expected states meanwhile
-        (e.g. it is being deleted)."""
+        self,
+        vm_id: str,
+        state: VmState,
+        message: str,
+        *,
+        expect: set[VmState],
+        mutate: Callable[[VmRecord], bool] | None = None,
+        known: Entry | None = None,
+    ) -> Entry | None:
+        """Compare-and-set of a VM's state. Returns the record as written, or None if the VM
+        left the expected states meanwhile (e.g. it is being deleted). ``known`` is a version
+        this agent already holds: tried first, so the common case costs one transaction."""
+        entry = known
         while True:
-            entry = await self._store.get(self._keys.vm(vm_id))
             if entry is None:
-                return False
+                entry = await self._store.get(self._keys.vm(vm_id))
+                if entry is None:
+                    return None
             rec = records.load(VmRecord, entry.value)
             if rec.state not in expect:
-                return False
+                return None
             rec.state, rec.update_time = state, time.time()
             if message:
                 rec.state_message = message
             if mutate is not None and not mutate(rec):
-                return False
-            ok, _ = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, records.dump(rec))])
+                return None
+            value = records.dump(rec)
+            ok, revision = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)])
             if ok:
-                return True
+                return Entry(entry.key, value, revision, entry.create_revision)
+            entry = None
 
     # --- the guest, for Exec --------------------------------------------------------------
 

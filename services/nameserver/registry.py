@@ -84,7 +84,7 @@ class Registry:
         self._keys = keys
         self._scheduler = scheduler
         self._hosts = hosts
-        self._images = ImageCatalog(store, keys)
+        self._images = ImageCatalog(store, keys, cache_seconds=1.0)
 
     # --- create ---------------------------------------------------------------------------
 
@@ -204,8 +204,8 @@ class Registry:
                     [
                         Put(entry.key, records.dump(vm)),
                         Put(self._keys.operation(op.id), records.dump(op)),
-                        # touch the placement so the agent's watch wakes up
-                        Put(self._keys.placement(vm.hypervisor, vm.id), vm.id.encode()),
+                        # tells the agent's watch, without a read, to stop any boot and tear down
+                        Put(self._keys.placement(vm.hypervisor, vm.id), b"delete"),
                     ],
                 )
             if ok:
