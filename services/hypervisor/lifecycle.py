@@ -158,11 +158,16 @@ class Agent:
 
     async def converge(self) -> None:
         """One full pass: wanted VMs get handled, unwanted domains get destroyed."""
-        entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host), keys_only=True)
-        wanted = {e.key.rsplit("/", 1)[-1] for e in entries}
-        for vm_id in wanted:
+        entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
+        wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
+        domains = await self.driver.list()
+        running = {d.vm_id for d in domains if d.running}
+        for vm_id, placement in wanted.items():
+            tracked = self._tracked.get(vm_id)
+            if placement != DELETE_MARK and tracked is not None and tracked.ready.is_set() and vm_id in running:
+                continue  # settled: its guest answered, its domain runs and nobody asked it gone
             self._ensure(vm_id)
-        for dom in await self.driver.list():
+        for dom in domains:
             if dom.vm_id not in wanted and dom.vm_id not in self._tracked:
                 LOG.warning("hypervisor %s: destroying %s, which the registry does not place here", self.cfg.host, dom.vm_id)
                 await self._teardown_files(dom.vm_id)
@@ -170,7 +175,7 @@ class Agent:
             LOG.warning("hypervisor %s: removing leftover files of %s", self.cfg.host, leftover)
             await self._teardown_files(leftover)
 
-    def _orphan_dirs(self, wanted: set[str]) -> list[str]:
+    def _orphan_dirs(self, wanted: dict[str, bytes]) -> list[str]:
         if not self.cfg.run_dir.exists():
             return []
         return [p.name for p in self.cfg.run_dir.iterdir() if p.is_dir() and p.name.startswith("vm-") and p.name not in wanted and p.name not in self._tracked]
