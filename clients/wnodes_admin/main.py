@@ -41,7 +41,8 @@ def _client(args: argparse.Namespace) -> Client:
 
 def stack_up(args: argparse.Namespace) -> int:
     stack = Stack(args.stack_dir)
-    state = stack.up(args.driver, args.hypervisors, Path(args.images), progress=lambda m: console.print(f"[bold]stack[/bold] {m}"))
+    state = stack.up(args.driver, args.hypervisors, Path(args.images), progress=lambda m: console.print(f"[bold]stack[/bold] {m}"),
+                     with_slurm=args.with_slurm)
     console.print(f"[green]stack up[/green] in {state.dir}: gateway {state.gateway}; images: {', '.join(state.images) or 'none'}")
     console.print(f"use it from a shell:  eval \"$(wnodes-admin stack env --stack-dir {state.dir})\"")
     return 0
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--driver", choices=["libvirt", "fake"], default="libvirt", help="libvirt: real VMs; fake: simulated hosts")
     up.add_argument("--hypervisors", type=int, default=1, help="with --driver fake: how many simulated hosts")
     up.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of built images to register")
+    up.add_argument("--with-slurm", action="store_true", help="also a real Slurm (munged, slurmctld, slurmd) whose node is the hypervisor")
     up.set_defaults(fn=stack_up)
     stack.add_parser("status", parents=[OUTPUT], help="every process with its PID and endpoint").set_defaults(fn=stack_status)
     stack.add_parser("env", parents=[OUTPUT], help="what a shell needs to use the stack (eval it)").set_defaults(fn=stack_env)

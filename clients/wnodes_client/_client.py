@@ -148,11 +148,12 @@ class Client:
                 return
 
     def exec(
-        self, name: str, command: Sequence[str], ready_timeout: float = 0.0
+        self, name: str, command: Sequence[str], ready_timeout: float = 0.0, uid: int = 0
     ) -> Iterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
-        """Streams the command's stdout/stderr chunks, then one message with its exit_code."""
+        """Streams the command's stdout/stderr chunks, then one message with its exit_code.
+        The command runs as uid in the guest (0: root)."""
         request = virtual_machine_service_pb2.ExecVirtualMachineRequest(
-            name=_vm_name(name), command=list(command), ready_timeout_seconds=ready_timeout
+            name=_vm_name(name), command=list(command), ready_timeout_seconds=ready_timeout, uid=uid
         )
         try:
             yield from self._vms.ExecVirtualMachine(request, metadata=self._metadata)

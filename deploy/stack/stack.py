@@ -44,6 +44,7 @@ class StackState:
     procs: list[Proc]
     gateway: str = ""
     images: list[str] = field(default_factory=list)
+    slurm_conf: str = ""
 
     def save(self) -> None:
         data = asdict(self)
@@ -93,6 +94,7 @@ class Stack:
         progress: Callable[[str], None] = lambda _m: None,
         fake_vcpus: int = 16,
         fake_memory_mib: int = 65536,
+        with_slurm: bool = False,
     ) -> StackState:
         existing = self.state
         if existing is not None and any(processes.alive(p.pid) for p in existing.procs):
@@ -106,6 +108,8 @@ class Stack:
         state = StackState(str(self.dir), driver, key_root, [asdict(m) for m in members], [])
         try:
             self._up(state, members, logs, driver, hypervisors, images_dir, progress, fake_vcpus, fake_memory_mib)
+            if with_slurm:
+                self._up_slurm(state, logs, progress)
         except BaseException:
             state.save()
             self.down()
@@ -164,6 +168,27 @@ class Stack:
         state.images = self._register_images(state, images_dir, driver, progress)
         self._wait_hosts(state, hypervisors if driver == "fake" else 1)
 
+    def _up_slurm(self, state: StackState, logs: Path, progress: Callable[[str], None]) -> None:
+        from deploy.stack import slurm
+
+        if state.driver != "libvirt":
+            raise ValueError("--with-slurm needs the libvirt driver: batch jobs run in real VMs")
+        layout = slurm.plan(self.dir / "slurm", LIBVIRT_HOST)
+        with self._client(state) as client:
+            host = client.get_hypervisor(LIBVIRT_HOST)
+        slurm.write_configs(layout, cpus=host.vcpu_count, memory_mib=min(host.memory_mib, 16384), images=state.images,
+                            gateway=state.gateway, python=sys.executable)
+        state.slurm_conf = str(layout.conf)
+        progress(f"slurm: munged, slurmctld and slurmd (node {layout.node} = hypervisor {LIBVIRT_HOST}); SLURM_CONF={layout.conf}")
+        for name, argv in slurm.argvs(layout).items():
+            p = Proc(name, "slurm", argv, str(logs / f"{name}.log"), f"127.0.0.1:{layout.ctld_port}" if name == "slurmctld" else "")
+            state.procs.append(p)
+            self._start(p)
+            if name == "munged":
+                processes.wait_until(layout.munge_socket.exists, 10, "munged", p.pid, Path(p.log))
+        state.save()
+        processes.wait_until(lambda: slurm.node_idle(layout), 60, f"slurm node {layout.node}")
+
     def _start(self, p: Proc) -> None:
         p.pid = processes.spawn(p.argv, Path(p.log), p.env)
 
@@ -220,7 +245,9 @@ class Stack:
         state = self.state
         if state is None:
             raise RuntimeError(f"no stack in {self.dir}: run 'wnodes-admin stack up'")
+        extra = {"SLURM_CONF": state.slurm_conf} if state.slurm_conf else {}
         return {
+            **extra,
             "WNODES_GATEWAY": state.gateway,
             "WNODES_STACK_DIR": state.dir,
             "WNODES_ETCD": ",".join(state.etcd_endpoints),
@@ -266,8 +293,8 @@ class Stack:
         if gateway_up and agent_up and state.driver == "libvirt":  # simulated hosts hold nothing real
             progress("deleting every VM")
             self._delete_all_vms(state)
-        for kind in ("gateway", "hypervisor", "nameserver", "imagestore", "etcd"):
-            for p in state.procs:
+        for kind in ("slurm", "gateway", "hypervisor", "nameserver", "imagestore", "etcd"):
+            for p in reversed(state.procs):  # slurmd before slurmctld before munged
                 if p.kind == kind:
                     processes.stop(p.pid)
         if state.driver == "libvirt":

@@ -72,7 +72,7 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
             raise FailedPrecondition(f"{vm.hypervisor} is down", reason="HYPERVISOR_DOWN")
         agent = self._b.agent(host.endpoint)
         exec_request = agent_service_pb2.ExecRequest(
-            vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds
+            vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds, uid=request.uid
         )
         # wait_for_ready: an agent that is restarting is waited for (the call is only sent once
         # connected, so this never runs a command twice).

@@ -42,7 +42,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         command = shell_command(request.command)
         timeout = request.ready_timeout_seconds or DEFAULT_READY_TIMEOUT
         guest = await self._agent_for(request.vm_id).ready_guest(request.vm_id, timeout)
-        async for event in guest.exec(command):
+        async for event in guest.exec(command, uid=request.uid):
             match event:
                 case Stdout(data):
                     yield virtual_machine_service_pb2.ExecVirtualMachineResponse(stdout=data)

@@ -145,10 +145,13 @@ class ExecVirtualMachineRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     READY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"virtualMachines/{id}"."""
     ready_timeout_seconds: _builtins.float
     """Seconds to wait for the guest to become ready; 0 = the server's default."""
+    uid: _builtins.int
+    """Run the command as this uid inside the guest (a batch job runs as its owner); 0 is root."""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """argv of the command; run by the guest's shell when it has one element."""
@@ -159,10 +162,11 @@ class ExecVirtualMachineRequest(_message.Message):
         name: _builtins.str = ...,
         command: _abc.Iterable[_builtins.str] | None = ...,
         ready_timeout_seconds: _builtins.float = ...,
+        uid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "name", b"name", "ready_timeout_seconds", b"ready_timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "name", b"name", "ready_timeout_seconds", b"ready_timeout_seconds", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,128 @@
+"""A real Slurm beside the stack: munged, slurmctld and one slurmd whose node is also the
+WNoDeS hypervisor (a real and a virtual worker node at once). Private ports, paths and munge
+key, so it never meets another Slurm on the machine. Jobs that ask for an image go through
+clients/lrms/slurm/job_submit.lua."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.stack.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_SUBMIT_TEMPLATE = REPO / "clients" / "lrms" / "slurm" / "job_submit.lua"
+FEATURE_PREFIX = "img_"
+
+
+@dataclass(frozen=True)
+class SlurmLayout:
+    root: Path
+    node: str
+    ctld_port: int
+    slurmd_port: int
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "etc" / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.root / "munge" / "munge.sock"
+
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+
+def plan(root: Path, node: str) -> SlurmLayout:
+    return SlurmLayout(root, node, free_port(), free_port())
+
+
+def write_configs(
+    layout: SlurmLayout, *, cpus: int, memory_mib: int, images: Sequence[str], gateway: str, python: str,
+    static_map: dict[str, dict[str, str]] | None = None, on_vm_failure: str = "fail",
+) -> None:
+    root = layout.root
+    for sub in ("etc", "state", "spool", "log", "run", "munge"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "munge").chmod(0o700)
+    key = root / "munge" / "munge.key"
+    if not key.exists():
+        key.write_bytes(Path("/dev/urandom").open("rb").read(1024))
+        key.chmod(0o400)
+    features = ",".join(f"{FEATURE_PREFIX}{name}" for name in images)
+    layout.conf.write_text(f"""# Written by deploy/stack/slurm.py for a WNoDeS development stack.
+ClusterName=wnodes
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={layout.ctld_port}
+SlurmdPort={layout.slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={layout.munge_socket}
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool/%n
+SlurmctldPidFile={root}/run/slurmctld.pid
+SlurmdPidFile={root}/run/slurmd-%n.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobSubmitPlugins=lua
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SlurmdParameters=config_overrides
+ReturnToService=2
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
+DefMemPerCPU=256
+KillWait=10
+MinJobAge=600
+SlurmctldTimeout=30
+SlurmdTimeout=60
+# The node is a real worker node and a WNoDeS hypervisor: its features are the images it boots.
+NodeName={layout.node} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mib} Feature={features} State=UNKNOWN
+PartitionName=batch Nodes={layout.node} Default=YES MaxTime=INFINITE State=UP
+""")
+    json_config = root / "etc" / "wnodes_lrms.json"
+    json_config.write_text(json.dumps({"gateway": gateway, "default_vo": "wnodes", "default_memory_mib": 256,
+                                       "on_vm_failure": on_vm_failure}, indent=2))
+    lua_config = root / "etc" / "wnodes_lrms.lua"
+    static = static_map or {}
+    lua_images = ", ".join(f'["{name}"] = true' for name in images)
+    lua_static = ", ".join(
+        f"{kind} = {{" + ", ".join(f'["{k}"] = "{v}"' for k, v in mapping.items()) + "}" for kind, mapping in static.items()
+    )
+    lua_config.write_text(f"""-- Written by deploy/stack/slurm.py: what job_submit.lua needs to know.
+return {{
+   feature_prefix = "{FEATURE_PREFIX}",
+   images = {{ {lua_images} }},
+   static_map = {{ {lua_static} }},
+   python = "{python}",
+   json_config = "{json_config}",
+}}
+""")
+    (root / "etc" / "job_submit.lua").write_text(JOB_SUBMIT_TEMPLATE.read_text().replace("@WNODES_LRMS_CONFIG@", str(lua_config)))
+
+
+def argvs(layout: SlurmLayout) -> dict[str, list[str]]:
+    m = layout.root / "munge"
+    return {
+        "munged": ["munged", "--foreground", "--force", f"--socket={layout.munge_socket}", f"--key-file={m / 'munge.key'}",
+                   f"--log-file={m / 'munged.log'}", f"--pid-file={m / 'munged.pid'}", f"--seed-file={m / 'munged.seed'}"],
+        "slurmctld": ["slurmctld", "-D", "-i", "-f", str(layout.conf)],
+        "slurmd": ["slurmd", "-D", "-f", str(layout.conf), "-N", layout.node],
+    }
+
+
+def node_idle(layout: SlurmLayout) -> bool:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, env={"SLURM_CONF": str(layout.conf), "PATH": "/usr/bin:/bin"})
+    return out.returncode == 0 and out.stdout.strip() in {"idle", "mix", "alloc"}
