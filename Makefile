@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.installed
 IMAGES := var/images
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs debootstrap linux-image-amd64 \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
-	etcd-server etcd-client python3-venv
+	etcd-server etcd-client python3-venv python3-dev slurm-wlm munge
 
 .PHONY: help
 help: ## List the targets
@@ -24,8 +24,10 @@ apt: ## Install the Debian packages (only those missing)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; rc=$$?; \
 	  [ $$own = 0 ] || rm -f $$policy; exit $$rc; fi
 
+# The venv is built on Debian's /usr/bin/python3, not a python under /root: batch jobs of
+# ordinary users run the LRMS program from it, so the interpreter must be readable by them.
 $(VENV_STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv .venv
+	@grep -qs '^home = /usr/bin' .venv/pyvenv.cfg || { rm -rf .venv; /usr/bin/python3 -m venv .venv; }
 	@.venv/bin/pip install -q --upgrade pip
 	@.venv/bin/pip install -q -e '.[dev]' libvirt-python
 	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/protos" > $$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/wnodes-paths.pth

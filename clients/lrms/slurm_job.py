@@ -55,7 +55,10 @@ def job_spec(env: dict[str, str], image: str, script: str, config: dict[str, obj
 def record_in_job(job_id: str, image: str, vm_name: str, image_version: str, hypervisor: str) -> None:
     """Shows which VM and image the job ran in, in `scontrol show job` (Comment)."""
     comment = f"wnodes image={image} version={image_version} vm={vm_name} hypervisor={hypervisor}"
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"Comment={comment}"], capture_output=True, timeout=30)
+    try:
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"Comment={comment}"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:  # bookkeeping only: never fail the job for it
+        sys.stderr.write(f"wnodes: could not record the VM in the job's comment: {exc}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

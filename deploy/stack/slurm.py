@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +26,31 @@ class SlurmLayout:
     node: str
     ctld_port: int
     slurmd_port: int
+    # What users' processes need (slurm.conf, the munge socket, the job spool from which
+    # slurmstepd runs batch scripts as their owners) lives here, outside the stack's possibly
+    # private directory. The munge key and the daemons' state stay private.
+    public: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.public / "etc"
 
     @property
     def conf(self) -> Path:
-        return self.root / "etc" / "slurm.conf"
+        return self.etc / "slurm.conf"
 
     @property
     def munge_socket(self) -> Path:
-        return self.root / "munge" / "munge.sock"
+        return self.public / "munge" / "munge.sock"
 
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf)}
 
 
 def plan(root: Path, node: str) -> SlurmLayout:
-    return SlurmLayout(root, node, free_port(), free_port())
+    public = Path(tempfile.mkdtemp(prefix="wnodes-slurm-", dir="/var/tmp"))
+    public.chmod(0o755)
+    return SlurmLayout(root, node, free_port(), free_port(), public)
 
 
 def write_configs(
@@ -47,14 +58,22 @@ def write_configs(
     static_map: dict[str, dict[str, str]] | None = None, on_vm_failure: str = "fail",
 ) -> None:
     root = layout.root
-    for sub in ("etc", "state", "spool", "log", "run", "munge"):
+    for sub in ("state", "log", "run", "munge"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("etc", "munge", "spool"):
+        (layout.public / sub).mkdir(parents=True, exist_ok=True)
+        (layout.public / sub).chmod(0o755)
     (root / "munge").chmod(0o700)
     key = root / "munge" / "munge.key"
     if not key.exists():
         key.write_bytes(Path("/dev/urandom").open("rb").read(1024))
         key.chmod(0o400)
     features = ",".join(f"{FEATURE_PREFIX}{name}" for name in images)
+    static = static_map if static_map is not None else {"partition": {f"vm-{name}": name for name in images}}
+    # One partition per image, mapped statically: `sbatch -p vm-debian12 job.sh` needs no constraint.
+    partitions = "".join(
+        f"PartitionName={part} Nodes={layout.node} MaxTime=INFINITE State=UP\n" for part in static.get("partition", {})
+    )
     layout.conf.write_text(f"""# Written by deploy/stack/slurm.py for a WNoDeS development stack.
 ClusterName=wnodes
 SlurmctldHost=localhost(127.0.0.1)
@@ -66,7 +85,7 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={layout.munge_socket}
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool/%n
+SlurmdSpoolDir={layout.public}/spool/%n
 SlurmctldPidFile={root}/run/slurmctld.pid
 SlurmdPidFile={root}/run/slurmd-%n.pid
 SlurmctldLogFile={root}/log/slurmctld.log
@@ -91,12 +110,11 @@ SlurmdTimeout=60
 # The node is a real worker node and a WNoDeS hypervisor: its features are the images it boots.
 NodeName={layout.node} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mib} Feature={features} State=UNKNOWN
 PartitionName=batch Nodes={layout.node} Default=YES MaxTime=INFINITE State=UP
-""")
-    json_config = root / "etc" / "wnodes_lrms.json"
+{partitions}""")
+    json_config = layout.etc / "wnodes_lrms.json"
     json_config.write_text(json.dumps({"gateway": gateway, "default_vo": "wnodes", "default_memory_mib": 256,
                                        "on_vm_failure": on_vm_failure}, indent=2))
-    lua_config = root / "etc" / "wnodes_lrms.lua"
-    static = static_map or {}
+    lua_config = layout.etc / "wnodes_lrms.lua"
     lua_images = ", ".join(f'["{name}"] = true' for name in images)
     lua_static = ", ".join(
         f"{kind} = {{" + ", ".join(f'["{k}"] = "{v}"' for k, v in mapping.items()) + "}" for kind, mapping in static.items()
@@ -110,7 +128,7 @@ return {{
    json_config = "{json_config}",
 }}
 """)
-    (root / "etc" / "job_submit.lua").write_text(JOB_SUBMIT_TEMPLATE.read_text().replace("@WNODES_LRMS_CONFIG@", str(lua_config)))
+    (layout.etc / "job_submit.lua").write_text(JOB_SUBMIT_TEMPLATE.read_text().replace("@WNODES_LRMS_CONFIG@", str(lua_config)))
 
 
 def argvs(layout: SlurmLayout) -> dict[str, list[str]]:
@@ -125,4 +143,5 @@ def argvs(layout: SlurmLayout) -> dict[str, list[str]]:
 
 def node_idle(layout: SlurmLayout) -> bool:
     out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, env={"SLURM_CONF": str(layout.conf), "PATH": "/usr/bin:/bin"})
-    return out.returncode == 0 and out.stdout.strip() in {"idle", "mix", "alloc"}
+    states = set(out.stdout.split())  # one line per partition the node is in
+    return out.returncode == 0 and bool(states) and states <= {"idle", "mix", "alloc"}

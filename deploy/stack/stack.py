@@ -45,6 +45,8 @@ class StackState:
     gateway: str = ""
     images: list[str] = field(default_factory=list)
     slurm_conf: str = ""
+    # Directories outside the state dir that `down` removes.
+    extra_dirs: list[str] = field(default_factory=list)
 
     def save(self) -> None:
         data = asdict(self)
@@ -179,6 +181,7 @@ class Stack:
         slurm.write_configs(layout, cpus=host.vcpu_count, memory_mib=min(host.memory_mib, 16384), images=state.images,
                             gateway=state.gateway, python=sys.executable)
         state.slurm_conf = str(layout.conf)
+        state.extra_dirs.append(str(layout.public))
         progress(f"slurm: munged, slurmctld and slurmd (node {layout.node} = hypervisor {LIBVIRT_HOST}); SLURM_CONF={layout.conf}")
         for name, argv in slurm.argvs(layout).items():
             p = Proc(name, "slurm", argv, str(logs / f"{name}.log"), f"127.0.0.1:{layout.ctld_port}" if name == "slurmctld" else "")
@@ -300,6 +303,8 @@ class Stack:
         if state.driver == "libvirt":
             _sweep_libvirt(f"wnodes-{LIBVIRT_HOST}-")
         shutil.rmtree(Path(state.dir) / "hypervisor" / "run", ignore_errors=True)
+        for extra in state.extra_dirs:
+            shutil.rmtree(extra, ignore_errors=True)
         progress("stack stopped")
 
     def _delete_all_vms(self, state: StackState) -> None:

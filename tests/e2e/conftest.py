@@ -12,10 +12,11 @@ from tests import stacks
 
 @pytest.fixture(scope="session")
 def vm_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole stack with one real hypervisor agent driving libvirt + QEMU."""
+    """The whole stack with one real hypervisor agent driving libvirt + QEMU, and a real Slurm
+    whose node is that hypervisor."""
     if not (stacks.IMAGES / "tiny" / "manifest.json").exists():
         raise pytest.UsageError("guest images are not built: run 'make setup'")
-    stack = stacks.start(tmp_path_factory.mktemp("vms"), "libvirt")
+    stack = stacks.start(tmp_path_factory.mktemp("vms"), "libvirt", with_slurm=True)
     yield stack
     stack.down()
 

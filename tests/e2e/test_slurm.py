@@ -1,0 +1,154 @@
+"""Batch jobs through real Slurm daemons (munged, slurmctld, slurmd) into real VMs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.wnodes_client import Client
+from deploy.stack.stack import Stack
+from tests.e2e.test_run_in_vm import domains
+
+pytestmark = pytest.mark.e2e
+DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
+
+
+def slurm_env(stack: Stack) -> dict[str, str]:
+    state = stack.state
+    assert state is not None and state.slurm_conf
+    return {**os.environ, "SLURM_CONF": state.slurm_conf}
+
+
+def sbatch(stack: Stack, workdir: Path, script: str, *opts: str) -> subprocess.CompletedProcess[str]:
+    path = workdir / f"job-{time.monotonic_ns()}.sh"
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o644)
+    return subprocess.run(["sbatch", "--parsable", "-D", str(workdir), *opts, str(path)], capture_output=True, text=True,
+                          env=slurm_env(stack), timeout=60)
+
+
+def submit(stack: Stack, workdir: Path, script: str, *opts: str) -> str:
+    result = sbatch(stack, workdir, script, *opts)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def job_field(stack: Stack, job: str, name: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm_env(stack), timeout=30).stdout
+    for line in out.splitlines():
+        if line.strip().startswith("Comment=") and name == "Comment":  # the comment holds spaces
+            return line.strip().removeprefix("Comment=")
+    for word in out.split():
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return ""
+
+
+def wait_done(stack: Stack, jobs: list[str], timeout: float = 300) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {j: job_field(stack, j, "JobState") for j in jobs}
+        if all(s in DONE for s in states.values()):
+            return states
+        assert time.monotonic() < deadline, f"jobs not done: {states}"
+        time.sleep(0.5)
+
+
+def output(workdir: Path, job: str) -> str:
+    return (workdir / f"slurm-{job}.out").read_text()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Jobs of other users write their output here: a world-writable dir outside pytest's 0700 tree.
+    path = Path(tempfile.mkdtemp(prefix="wnodes-jobs-", dir="/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_each_job_sees_its_own_image_beside_a_bare_metal_job(vm_stack: Stack, workdir: Path) -> None:
+    script = "grep ^ID= /etc/os-release; uname -r"
+    tiny = submit(vm_stack, workdir, script, "--constraint=img_tiny")
+    debian = submit(vm_stack, workdir, script, "--constraint=img_debian12", "--mem=512")
+    mapped = submit(vm_stack, workdir, script, "--partition=vm-debian12")  # the site's static map
+    bare = submit(vm_stack, workdir, script)
+    assert wait_done(vm_stack, [tiny, debian, mapped, bare]) == dict.fromkeys([tiny, debian, mapped, bare], "COMPLETED")
+    host_kernel = os.uname().release
+    for job, os_id in ((tiny, "ID=wnodes-tiny"), (debian, "ID=debian"), (mapped, "ID=debian")):
+        text = output(workdir, job)
+        assert os_id in text.splitlines(), text
+        assert text.rstrip().endswith("-amd64") and host_kernel not in text, text
+        comment = job_field(vm_stack, job, "Comment")
+        assert "vm=virtualMachines/vm-" in comment and "hypervisor=hypervisors/hv0" in comment, comment
+    assert output(workdir, bare).strip().endswith(host_kernel)
+    assert "wnodes" not in output(workdir, bare)
+
+
+def test_exit_codes_are_the_jobs(vm_stack: Stack, workdir: Path) -> None:
+    ok = submit(vm_stack, workdir, "exit 0", "--constraint=img_tiny")
+    seven = submit(vm_stack, workdir, "echo before; exit 7", "--constraint=img_tiny")
+    wait_done(vm_stack, [ok, seven])
+    assert job_field(vm_stack, ok, "ExitCode") == "0:0"
+    assert job_field(vm_stack, seven, "ExitCode") == "7:0"
+    assert "before" in output(workdir, seven)
+
+
+def test_job_runs_as_the_submitting_user(vm_stack: Stack, workdir: Path) -> None:
+    # The batch step runs the LRMS program as the job's owner: its interpreter must be theirs to run.
+    probe = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", "import clients.lrms.slurm_job"],
+                           capture_output=True, text=True, cwd="/")
+    assert probe.returncode == 0, f"an unprivileged user cannot run {sys.executable}: {probe.stderr}"
+    job = submit(vm_stack, workdir, "id -u; touch /tmp/f; stat -c %u /tmp/f", "--constraint=img_tiny", "--uid=nobody", "--gid=nogroup")
+    assert wait_done(vm_stack, [job]) == {job: "COMPLETED"}, output(workdir, job)
+    lines = output(workdir, job).splitlines()
+    assert lines[-2:] == ["65534", "65534"], lines
+
+
+def test_scancel_tears_the_vm_down(vm_stack: Stack, workdir: Path) -> None:
+    job = submit(vm_stack, workdir, "echo started; sleep 300", "--constraint=img_tiny")
+    deadline = time.monotonic() + 120
+    while "started" not in (output(workdir, job) if (workdir / f"slurm-{job}.out").exists() else ""):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    assert len(domains()) == 1
+    subprocess.run(["scancel", job], env=slurm_env(vm_stack), check=True, timeout=30)
+    deadline = time.monotonic() + 15
+    while domains():
+        assert time.monotonic() < deadline, "the VM outlived its cancelled job"
+        time.sleep(0.2)
+    assert wait_done(vm_stack, [job]) == {job: "CANCELLED"}
+
+
+def test_ten_jobs_at_once_each_in_its_own_vm(vm_stack: Stack, workdir: Path) -> None:
+    jobs = [submit(vm_stack, workdir, "hostname; sleep 1", "--constraint=img_tiny") for _ in range(10)]
+    state = vm_stack.state
+    assert state is not None
+    peak = 0
+    with Client(state.gateway, user="ops", vo="wnodes", roles=["admin"]) as admin:
+        deadline = time.monotonic() + 300
+        while not all(job_field(vm_stack, j, "JobState") in DONE for j in jobs):
+            host = admin.get_hypervisor("hv0")
+            peak = max(peak, host.vcpus_used)
+            assert host.vcpus_used <= host.vcpu_count and host.memory_mib_used <= host.memory_mib
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    assert {job_field(vm_stack, j, "JobState") for j in jobs} == {"COMPLETED"}
+    hostnames = {output(workdir, j).strip().splitlines()[-1] for j in jobs}
+    assert len(hostnames) == 10 and all(h.startswith("vwn-") for h in hostnames)
+    assert peak >= 2, "the jobs never ran side by side"
+    assert domains() == []
+
+
+def test_unknown_image_is_refused_at_submission(vm_stack: Stack, workdir: Path) -> None:
+    result = sbatch(vm_stack, workdir, "true", "--constraint=img_nosuch")
+    assert result.returncode != 0
+    assert "unknown image 'nosuch'" in result.stderr and "valid images: debian12, tiny" in result.stderr
