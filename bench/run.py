@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import placement, time_to_job
+from bench import batch, placement, time_to_job
 from deploy.stack.stack import DEFAULT_IMAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,6 +35,14 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      f"{t['tiny_cold_cache_s'] / t['wnodes']['p50']:.2f}"))
         rows.append(("debian12: request -> first output (p50)", f"{t['debian12_wnodes']['p50']:.2f} s", "tiny p50",
                      f"{t['wnodes']['p50']:.2f} s", f"{t['debian12_wnodes']['p50'] / t['wnodes']['p50']:.2f}"))
+    if "batch" in results:
+        b = results["batch"]
+        rows.append(("sbatch -> first job output line, in a VM (p50)", f"{b['vm_job_s']:.2f} s", "same job bare-metal",
+                     f"{b['bare_metal_job_s']:.2f} s", f"{b['vm_job_s'] / b['bare_metal_job_s']:.2f}"))
+        rows.append(("LRMS path overhead (VM job - bare job - bare VM boot)", f"{b['lrms_overhead_s']:.2f} s", "bare VM boot (libvirt)",
+                     f"{b['bare_vm_boot_s']:.2f} s", f"{b['lrms_overhead_s'] / b['bare_vm_boot_s']:.2f}"))
+        rows.append(("jobs per minute through one node, 10 queued, in VMs", f"{b['vm_jobs_per_minute']:.0f}", "bare-metal",
+                     f"{b['bare_jobs_per_minute']:.0f}", f"{b['vm_jobs_per_minute'] / b['bare_jobs_per_minute']:.2f}"))
     if "placement" in results:
         p = results["placement"]
         rows.append((f"placements/s through the gateway ({p['hosts']} hosts, 3 replicas)", f"{p['creates_per_s']:.0f}/s",
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="VM boots per method for time to job")
     ap.add_argument("--creates", type=int, default=2000, help="creates for the placement benchmark")
     ap.add_argument("--hosts", type=int, default=100)
-    ap.add_argument("--only", choices=["time_to_job", "placement"])
+    ap.add_argument("--only", choices=["time_to_job", "placement", "batch"])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = ap.parse_args(argv)
     console = Console(width=150)
@@ -66,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "time_to_job"):
             console.print(f"[bold]time to job[/bold]: {args.runs} boots each through WNoDeS, libvirt and QEMU, interleaved")
             results["time_to_job"] = time_to_job.run(work, args.images, args.runs)
+        if args.only in (None, "batch"):
+            console.print("[bold]batch[/bold]: sbatch to first output line, bare-metal and in VMs; jobs per minute")
+            results["batch"] = batch.run(work, args.images, max(3, args.runs // 2))
         if args.only in (None, "placement"):
             console.print(f"[bold]placement[/bold]: {args.creates} creates over {args.hosts} simulated hosts")
             results["placement"] = placement.run(work, args.hosts, args.creates)

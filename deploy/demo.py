@@ -8,9 +8,13 @@ then tells you how to use the CLIs against the running stack until you press Ctr
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from rich.console import Console
 
@@ -30,7 +34,7 @@ def main() -> int:
     if stack.state is not None:
         stack.down()
     console.rule("[bold]WNoDeS: bringing the stack up")
-    state = stack.up("libvirt", 1, progress=lambda m: console.print(f"  {m}"))
+    state = stack.up("libvirt", 1, progress=lambda m: console.print(f"  {m}"), with_slurm=True)
     try:
         with Client(state.gateway, user=os.environ.get("USER", "root"), vo="wnodes") as client:
             host = client.list_hypervisors()[0]
@@ -46,12 +50,14 @@ def main() -> int:
                     f"first output after [bold]{result.seconds_to_first_output:.2f}s[/bold] "
                     f"(guest ready {result.vm.boot_seconds:.2f}s after placement); VM removed"
                 )
+            _batch_demo(state.slurm_conf)
         console.rule("[bold]the stack is up")
         for k, v in stack.env().items():
             if k != "PATH":
                 console.print(f"  export {k}={v}")
         console.print(
             "\n  try:  .venv/bin/wnodes run --image tiny -- uname -a\n"
+            "        sbatch --constraint=img_debian12 job.sh    (SLURM_CONF as above; no constraint: bare metal)\n"
             "        .venv/bin/wnodes vm create --image debian12 --cpus 1 --memory 512\n"
             "        .venv/bin/wnodes-admin hypervisors list\n"
             "        .venv/bin/wnodes-admin vms list --output json\n"
@@ -66,6 +72,32 @@ def main() -> int:
         console.rule("[bold]stopping")
         stack.down(progress=lambda m: console.print(f"  {m}"))
     return 0
+
+
+def _batch_demo(slurm_conf: str) -> None:
+    """The same job script submitted to Slurm three ways: in a tiny VM, in a debian12 VM, bare."""
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    work = Path(tempfile.mkdtemp(prefix="wnodes-demo-", dir="/tmp"))
+    work.chmod(0o777)
+    script = work / "job.sh"
+    script.write_text("#!/bin/sh\necho \"job $SLURM_JOB_ID on $(hostname): $(grep PRETTY_NAME /etc/os-release)\"\nexit 7\n")
+    console.rule("[bold]Slurm: sbatch [--constraint=img_IMAGE] job.sh")
+    jobs = {}
+    for label, opts in (("img_tiny", ["--constraint=img_tiny"]), ("img_debian12", ["--constraint=img_debian12"]), ("bare metal", [])):
+        out = subprocess.run(["sbatch", "--parsable", "-D", str(work), *opts, str(script)], capture_output=True, text=True, env=env)
+        jobs[out.stdout.strip()] = label
+    deadline = time.monotonic() + 180
+    pending = set(jobs)
+    while pending and time.monotonic() < deadline:
+        for job in list(pending):
+            info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=env).stdout
+            if "JobState=PENDING" not in info and "JobState=RUNNING" not in info:
+                pending.discard(job)
+                exit_code = next((w.split("=")[1] for w in info.split() if w.startswith("ExitCode=")), "?")
+                console.print(f"[bold]{jobs[job]}[/bold] (job {job}, ExitCode={exit_code}):")
+                console.out((work / f"slurm-{job}.out").read_text(), end="")
+        time.sleep(0.5)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import pwd
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,17 @@ def memory_mib(env: dict[str, str], cpus: int, default: int) -> int:
     return default
 
 
+# The job's environment a script may rely on; host paths and the user's shell setup are not passed.
+PASSED_ENV_PREFIXES = ("SLURM_", "SBATCH_")
+PASSED_ENV = ("USER", "LOGNAME", "LANG", "TZ")
+
+
+def job_environment(env: dict[str, str]) -> str:
+    """Shell lines that give the script in the VM the job's Slurm environment (SLURM_JOB_ID, ...)."""
+    names = sorted(k for k in env if k.startswith(PASSED_ENV_PREFIXES) or k in PASSED_ENV)
+    return "".join(f"export {k}={shlex.quote(env[k])}\n" for k in names if k.replace("_", "").isalnum())
+
+
 def job_spec(env: dict[str, str], image: str, script: str, config: dict[str, object]) -> JobSpec:
     cpus = int(env.get("SLURM_CPUS_ON_NODE") or 1)
     uid = os.getuid()
@@ -40,7 +52,7 @@ def job_spec(env: dict[str, str], image: str, script: str, config: dict[str, obj
     return JobSpec(
         job_id=job_id,
         image=image,
-        script=script,
+        script=job_environment(env) + script,
         vcpu_count=cpus,
         memory_mib=max(128, memory_mib(env, cpus, int(str(config.get("default_memory_mib", 256))))),
         uid=uid,

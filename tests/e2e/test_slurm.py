@@ -94,10 +94,11 @@ def test_each_job_sees_its_own_image_beside_a_bare_metal_job(vm_stack: Stack, wo
 
 
 def test_exit_codes_are_the_jobs(vm_stack: Stack, workdir: Path) -> None:
-    ok = submit(vm_stack, workdir, "exit 0", "--constraint=img_tiny")
+    ok = submit(vm_stack, workdir, 'echo "id=$SLURM_JOB_ID"; exit 0', "--constraint=img_tiny")
     seven = submit(vm_stack, workdir, "echo before; exit 7", "--constraint=img_tiny")
     wait_done(vm_stack, [ok, seven])
     assert job_field(vm_stack, ok, "ExitCode") == "0:0"
+    assert f"id={ok}" in output(workdir, ok).splitlines(), "the job's Slurm environment did not reach the VM"
     assert job_field(vm_stack, seven, "ExitCode") == "7:0"
     assert "before" in output(workdir, seven)
 
@@ -152,3 +153,21 @@ def test_unknown_image_is_refused_at_submission(vm_stack: Stack, workdir: Path) 
     result = sbatch(vm_stack, workdir, "true", "--constraint=img_nosuch")
     assert result.returncode != 0
     assert "unknown image 'nosuch'" in result.stderr and "valid images: debian12, tiny" in result.stderr
+
+
+def test_vm_gets_the_jobs_cores_and_memory(vm_stack: Stack, workdir: Path) -> None:
+    job = submit(vm_stack, workdir, "nproc; grep MemTotal /proc/meminfo", "--constraint=img_tiny", "--cpus-per-task=2", "--mem=384")
+    assert wait_done(vm_stack, [job]) == {job: "COMPLETED"}, output(workdir, job)
+    lines = output(workdir, job).splitlines()
+    assert lines[-2] == "2"
+    mem_kib = int(lines[-1].split()[1])
+    assert 300 * 1024 < mem_kib <= 384 * 1024, lines[-1]  # the guest kernel keeps a little for itself
+
+
+def test_time_limit_holds_and_the_vm_goes(vm_stack: Stack, workdir: Path) -> None:
+    job = submit(vm_stack, workdir, "echo started; sleep 600", "--constraint=img_tiny", "--time=1")
+    assert wait_done(vm_stack, [job], timeout=240) == {job: "TIMEOUT"}, output(workdir, job)
+    deadline = time.monotonic() + 15
+    while domains():
+        assert time.monotonic() < deadline, "the VM outlived its timed-out job"
+        time.sleep(0.2)
