@@ -131,6 +131,20 @@ return {{
     (layout.etc / "job_submit.lua").write_text(JOB_SUBMIT_TEMPLATE.read_text().replace("@WNODES_LRMS_CONFIG@", str(lua_config)))
 
 
+def sync_images(layout: SlurmLayout, images: Sequence[str]) -> None:
+    """The node's features follow the images it can boot: after an image is added, jobs may ask
+    for it (job_submit.lua reads its settings at every submission)."""
+    lua_config = layout.etc / "wnodes_lrms.lua"
+    text = lua_config.read_text()
+    start = text.index("images = {")
+    end = text.index("}", start)
+    lua_images = ", ".join(f'["{name}"] = true' for name in images)
+    lua_config.write_text(text[:start] + f"images = {{ {lua_images} " + text[end:])
+    features = ",".join(f"{FEATURE_PREFIX}{name}" for name in images)
+    subprocess.run(["scontrol", "update", f"NodeName={layout.node}", f"AvailableFeatures={features}", f"ActiveFeatures={features}"],
+                   env={"SLURM_CONF": str(layout.conf), "PATH": "/usr/bin:/bin"}, check=True, capture_output=True, timeout=30)
+
+
 def argvs(layout: SlurmLayout) -> dict[str, list[str]]:
     m = layout.root / "munge"
     return {

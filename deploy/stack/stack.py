@@ -192,6 +192,21 @@ class Stack:
         state.save()
         processes.wait_until(lambda: slurm.node_idle(layout), 60, f"slurm node {layout.node}")
 
+    def sync_slurm_images(self) -> list[str]:
+        """Offers every image in the catalogue to Slurm jobs (node features, job_submit.lua)."""
+        from deploy.stack import slurm
+
+        state = self.state
+        assert state is not None and state.slurm_conf
+        with self._client(state) as client:
+            names = sorted({v.image.removeprefix("images/") for v in client.list_images()})
+        public = Path(state.slurm_conf).parent.parent
+        layout = slurm.SlurmLayout(self.dir / "slurm", LIBVIRT_HOST, 0, 0, public)
+        slurm.sync_images(layout, names)
+        state.images = names
+        state.save()
+        return names
+
     def _start(self, p: Proc) -> None:
         p.pid = processes.spawn(p.argv, Path(p.log), p.env)
 

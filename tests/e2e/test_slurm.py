@@ -15,6 +15,7 @@ import pytest
 
 from clients.wnodes_client import Client
 from deploy.stack.stack import Stack
+from tests import stacks
 from tests.e2e.test_run_in_vm import domains
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +172,21 @@ def test_time_limit_holds_and_the_vm_goes(vm_stack: Stack, workdir: Path) -> Non
     while domains():
         assert time.monotonic() < deadline, "the VM outlived its timed-out job"
         time.sleep(0.2)
+
+
+def test_a_vm_that_cannot_boot_fails_the_job_with_the_reason(vm_stack: Stack, workdir: Path, tmp_path: Path) -> None:
+    state = vm_stack.state
+    assert state is not None
+    tiny = stacks.IMAGES / "tiny"
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"this is not a kernel\n" * 1000)
+    with Client(state.gateway, user="ops", vo="wnodes", roles=["admin"]) as admin:
+        admin.upload_image("broken", tiny / "disk.qcow2", kernel=kernel, initrd=tiny / "initrd.img", visibility="PUBLIC")
+    assert "broken" in vm_stack.sync_slurm_images()
+    job = submit(vm_stack, workdir, "echo never", "--constraint=img_broken")
+    assert wait_done(vm_stack, [job]) == {job: "FAILED"}
+    text = output(workdir, job)
+    assert "failed in the virtualisation layer" in text and "VM_FAILED" in text, text
+    assert "never" not in text
+    assert job_field(vm_stack, job, "ExitCode") == "1:0"
+    assert domains() == []

@@ -11,7 +11,8 @@ An unknown image is refused here, at sbatch time, with a message naming the vali
 Settings come from wnodes_lrms.lua beside this file (written by the deployment).
 ]]
 
-local cfg = dofile("@WNODES_LRMS_CONFIG@")
+local CONFIG = "@WNODES_LRMS_CONFIG@"
+local cfg -- read at every submission, so that new images count at once
 
 local function image_from_features(features)
    if features == nil or features == "" then return nil end
@@ -62,6 +63,7 @@ local function wrap(script, image)
 end
 
 function slurm_job_submit(job_desc, part_list, submit_uid)
+   cfg = dofile(CONFIG)
    local image = image_from_features(job_desc.features) or image_from_static_map(job_desc, submit_uid)
    if image == nil then
       return slurm.SUCCESS -- bare metal, as before
