@@ -12,13 +12,16 @@ import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import BinaryIO
 
 from clients.wnodes_client import Client, WnodesRpcError
+from wnodes.v1 import virtual_machine_pb2
 
 LOG = logging.getLogger("wnodes.lrms")
+ACTIVE = virtual_machine_pb2.VirtualMachine.State.ACTIVE
 
 EXIT_VM_FAILED = 1
 
@@ -39,6 +42,24 @@ class JobSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecyclePolicy:
+    """A site may keep a job's VM for the next job of the same image and user on the node."""
+
+    max_reuse: int = 0
+    """How many more jobs one VM may serve (0: never recycle; every job gets a fresh VM)."""
+    idle_timeout_s: float = 300.0
+    """An idle VM is deleted (by the nameserver's reconciler) after this long without a job."""
+
+
+# Files of the job's owner, and their processes, must not survive into the next job.
+CLEAN_COMMAND = (
+    "pkill -9 -u {uid} 2>/dev/null; sleep 0.2; "
+    "find / -xdev -user {uid} ! -type d -exec rm -f {{}} + 2>/dev/null; "
+    "find /tmp /var/tmp -mindepth 1 -maxdepth 1 -exec rm -rf {{}} + 2>/dev/null; true"
+)
+
+
 @dataclass
 class JobResult:
     exit_code: int
@@ -48,8 +69,9 @@ class JobResult:
 
 
 class JobRunner:
-    def __init__(self, client: Client, stdout: BinaryIO, stderr: BinaryIO) -> None:
+    def __init__(self, client: Client, stdout: BinaryIO, stderr: BinaryIO, recycle: RecyclePolicy = RecyclePolicy()) -> None:
         self._client = client
+        self._recycle = recycle
         self._stdout = stdout
         self._stderr = stderr
         self._vm_name = ""
@@ -79,19 +101,64 @@ class JobRunner:
         except WnodesRpcError as err:
             LOG.warning("could not delete %s: %s", self._vm_name, err)
 
-    def run(self, job: JobSpec, on_placed: object = None) -> JobResult:
+    def _labels(self, job: JobSpec, uses: int) -> dict[str, str]:
+        return {"slurm_job_id": job.job_id, "batch_user": job.user, "batch_image": job.image, "recycle_uses": str(uses), **job.labels}
+
+    def _claim_idle_vm(self, job: JobSpec) -> tuple[str, str] | None:
+        """An idle VM this user left on this node for this image, claimed with its etag so that
+        two jobs never share one; None if there is none."""
+        for vm in self._client.list_vms(hypervisor=job.hypervisor):
+            labels = dict(vm.labels)
+            if labels.get("recycle_state") != "idle" or labels.get("batch_image") != job.image or vm.vcpu_count < job.vcpu_count:
+                continue
+            if labels.get("batch_user") != job.user or vm.memory_mib < job.memory_mib or vm.state != ACTIVE:
+                continue
+            try:
+                claimed = self._client.update_labels(vm.name, self._labels(job, int(labels.get("recycle_uses", "1")) + 1), etag=vm.etag)
+            except WnodesRpcError:
+                continue  # another job took it, or it is going away
+            return claimed.name, claimed.image_version
+        return None
+
+    def _release_or_delete(self, job: JobSpec) -> None:
+        """After a job: keep the VM for the next one if the policy allows and it cleans up."""
         try:
-            op = self._client.create_vm(
-                job.image, job.vcpu_count, job.memory_mib,
-                labels={"slurm_job_id": job.job_id, "batch_user": job.user, **job.labels},
-                pinned_hypervisor=job.hypervisor, request_id=job.request_id,
-            )
+            vm = self._client.get_vm(self._vm_name)
+            uses = int(vm.labels.get("recycle_uses", "1"))
+            if self._recycle.max_reuse <= 0 or uses > self._recycle.max_reuse or vm.state != ACTIVE:
+                self.delete_vm()
+                return
+            code = -1
+            for msg in self._client.exec(self._vm_name, [CLEAN_COMMAND.format(uid=job.uid)], uid=0):
+                if msg.WhichOneof("payload") == "exit_code":
+                    code = msg.exit_code
+            if code != 0:
+                self.delete_vm()
+                return
+            labels = {**dict(vm.labels), "recycle_state": "idle", "expire_time": f"{time.time() + self._recycle.idle_timeout_s:.0f}"}
+            self._client.update_labels(self._vm_name, labels, etag=vm.etag)
         except WnodesRpcError as err:
-            return JobResult(EXIT_VM_FAILED, error=f"no VM for the job: {err.message} ({err.reason or err.code.name})")
-        meta = op.metadata
-        self._vm_name = getattr(meta, "name", "")
-        image_version = getattr(meta, "image_version", "")
-        self._stderr.write(f"wnodes: job {job.job_id} runs in {self._vm_name} ({image_version}) on {job.hypervisor}\n".encode())
+            LOG.warning("could not keep %s for recycling (%s): deleting it", self._vm_name, err)
+            self.delete_vm()
+
+    def run(self, job: JobSpec, on_placed: object = None) -> JobResult:
+        claimed = self._claim_idle_vm(job) if self._recycle.max_reuse > 0 else None
+        if claimed is not None:
+            self._vm_name, image_version = claimed
+            reused = " (recycled)"
+        else:
+            try:
+                op = self._client.create_vm(
+                    job.image, job.vcpu_count, job.memory_mib, labels=self._labels(job, 1),
+                    pinned_hypervisor=job.hypervisor, request_id=job.request_id,
+                )
+            except WnodesRpcError as err:
+                return JobResult(EXIT_VM_FAILED, error=f"no VM for the job: {err.message} ({err.reason or err.code.name})")
+            meta = op.metadata
+            self._vm_name = getattr(meta, "name", "")
+            image_version = getattr(meta, "image_version", "")
+            reused = ""
+        self._stderr.write(f"wnodes: job {job.job_id} runs in {self._vm_name}{reused} ({image_version}) on {job.hypervisor}\n".encode())
         self._stderr.flush()
         if callable(on_placed):
             on_placed(self._vm_name, image_version)
@@ -108,7 +175,10 @@ class JobRunner:
                 elif kind == "exit_code":
                     code = msg.exit_code
         except WnodesRpcError as err:
-            return JobResult(EXIT_VM_FAILED, self._vm_name, image_version, f"{err.message} ({err.reason or err.code.name})")
-        finally:
             self.delete_vm()
+            return JobResult(EXIT_VM_FAILED, self._vm_name, image_version, f"{err.message} ({err.reason or err.code.name})")
+        except BaseException:
+            self.delete_vm()
+            raise
+        self._release_or_delete(job)
         return JobResult(code, self._vm_name, image_version)

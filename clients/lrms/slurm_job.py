@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clients.lrms.run_job import JobRunner, JobSpec
+from clients.lrms.run_job import JobRunner, JobSpec, RecyclePolicy
 from clients.wnodes_client import Client
 
 
@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     script = sys.stdin.read()
     job = job_spec(dict(os.environ), args.image, script, config)
     with Client(str(config["gateway"]), user=job.user, vo=job.vo) as client:
-        runner = JobRunner(client, sys.stdout.buffer, sys.stderr.buffer)
+        # Recycling is a per-partition site policy: {"recycle": {"<partition>": {"max_reuse": ..}}}.
+        by_partition = config.get("recycle") or {}
+        assert isinstance(by_partition, dict)
+        policy = by_partition.get(os.environ.get("SLURM_JOB_PARTITION", ""), {})
+        recycle = RecyclePolicy(int(policy.get("max_reuse", 0)), float(policy.get("idle_timeout_s", 300)))
+        runner = JobRunner(client, sys.stdout.buffer, sys.stderr.buffer, recycle)
         runner.install_signal_handlers()
         result = runner.run(job, on_placed=lambda vm, version: record_in_job(job.job_id, job.image, vm, version, job.hypervisor))
     if result.error:

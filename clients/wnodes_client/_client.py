@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, field_mask_pb2
 
 from clients.wnodes_client._errors import WnodesRpcError
 from clients.wnodes_client._operations import OperationHandle
@@ -136,6 +136,16 @@ class Client:
             self._vms.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=_vm_name(name))
         )
         return vm
+
+    def update_labels(self, name: str, labels: dict[str, str], etag: str = "") -> virtual_machine_pb2.VirtualMachine:
+        """Replaces the VM's labels. With the etag of a VM read earlier, fails with ABORTED if
+        the VM changed since (so two callers cannot both claim it)."""
+        vm = virtual_machine_pb2.VirtualMachine(name=_vm_name(name), labels=labels, etag=etag)
+        request = virtual_machine_service_pb2.UpdateVirtualMachineRequest(
+            virtual_machine=vm, update_mask=field_mask_pb2.FieldMask(paths=["labels"])
+        )
+        updated: virtual_machine_pb2.VirtualMachine = self._call(self._vms.UpdateVirtualMachine, request, retry=False)
+        return updated
 
     def list_vms(self, hypervisor: str = "", page_size: int = 200) -> Iterator[virtual_machine_pb2.VirtualMachine]:
         token = ""

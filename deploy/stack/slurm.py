@@ -56,6 +56,7 @@ def plan(root: Path, node: str) -> SlurmLayout:
 def write_configs(
     layout: SlurmLayout, *, cpus: int, memory_mib: int, images: Sequence[str], gateway: str, python: str,
     static_map: dict[str, dict[str, str]] | None = None, on_vm_failure: str = "fail",
+    recycle: dict[str, dict[str, float]] | None = None,
 ) -> None:
     root = layout.root
     for sub in ("state", "log", "run", "munge"):
@@ -71,8 +72,10 @@ def write_configs(
     features = ",".join(f"{FEATURE_PREFIX}{name}" for name in images)
     static = static_map if static_map is not None else {"partition": {f"vm-{name}": name for name in images}}
     # One partition per image, mapped statically: `sbatch -p vm-debian12 job.sh` needs no constraint.
+    # A partition whose VMs are kept for the next job of the same user and image (recycling).
+    recycle = recycle if recycle is not None else {"recycle": {"max_reuse": 3, "idle_timeout_s": 5}}
     partitions = "".join(
-        f"PartitionName={part} Nodes={layout.node} MaxTime=INFINITE State=UP\n" for part in static.get("partition", {})
+        f"PartitionName={part} Nodes={layout.node} MaxTime=INFINITE State=UP\n" for part in [*static.get("partition", {}), *recycle]
     )
     layout.conf.write_text(f"""# Written by deploy/stack/slurm.py for a WNoDeS development stack.
 ClusterName=wnodes
@@ -113,7 +116,7 @@ PartitionName=batch Nodes={layout.node} Default=YES MaxTime=INFINITE State=UP
 {partitions}""")
     json_config = layout.etc / "wnodes_lrms.json"
     json_config.write_text(json.dumps({"gateway": gateway, "default_vo": "wnodes", "default_memory_mib": 256,
-                                       "on_vm_failure": on_vm_failure}, indent=2))
+                                       "on_vm_failure": on_vm_failure, "recycle": recycle}, indent=2))
     lua_config = layout.etc / "wnodes_lrms.lua"
     lua_images = ", ".join(f'["{name}"] = true' for name in images)
     lua_static = ", ".join(

@@ -11,6 +11,7 @@ hand-writes status codes.
     │   └── VirtualMachineNotFound   NOT_FOUND         VIRTUAL_MACHINE_NOT_FOUND
     ├── AlreadyExists                ALREADY_EXISTS    RESOURCE_EXISTS
     ├── FailedPrecondition           FAILED_PRECONDITION FAILED_PRECONDITION
+    ├── Aborted                      ABORTED           CONCURRENT_MODIFICATION
     ├── NoCapacity                   RESOURCE_EXHAUSTED NO_HYPERVISOR_CAPACITY
     ├── PermissionDenied             PERMISSION_DENIED PERMISSION_DENIED
     ├── Unauthenticated              UNAUTHENTICATED   UNAUTHENTICATED
@@ -68,6 +69,11 @@ class FailedPrecondition(WnodesError):
     default_reason = "FAILED_PRECONDITION"
 
 
+class Aborted(WnodesError):
+    code = grpc.StatusCode.ABORTED
+    default_reason = "CONCURRENT_MODIFICATION"
+
+
 class NoCapacity(WnodesError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "NO_HYPERVISOR_CAPACITY"
@@ -100,6 +106,7 @@ _BY_CODE: dict[grpc.StatusCode, type[WnodesError]] = {
         NotFound,
         AlreadyExists,
         FailedPrecondition,
+        Aborted,
         NoCapacity,
         PermissionDenied,
         Unauthenticated,

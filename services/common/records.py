@@ -57,6 +57,8 @@ class VmRecord:
     trace_context: dict[str, str] = field(default_factory=dict)
     # Error status of a FAILED VM: {"code": int, "reason": str, "message": str}.
     error: dict[str, Any] = field(default_factory=dict)
+    # The etcd mod_revision it was read at (its etag); not stored.
+    revision: int = 0
 
     @property
     def name(self) -> str:
@@ -118,7 +120,10 @@ class NameserverRecord:
 def dump(record: Any) -> bytes:
     # Records are flat dataclasses of JSON values, so their __dict__ serialises as it is
     # (dataclasses.asdict deep-copies every nested dict first: most of a placement's CPU).
-    return json.dumps(vars(record), separators=(",", ":")).encode()
+    data = vars(record)
+    if "revision" in data:
+        data = {k: v for k, v in data.items() if k != "revision"}
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def load(cls: type[T], raw: bytes) -> T:

@@ -38,6 +38,12 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         return await call(self._auth.authenticate(context), self._b.registry.GetVirtualMachine, request)
 
     @maps_errors
+    async def UpdateVirtualMachine(
+        self, request: virtual_machine_service_pb2.UpdateVirtualMachineRequest, context: Ctx
+    ) -> virtual_machine_pb2.VirtualMachine:
+        return await call(self._auth.authenticate(context), self._b.registry.UpdateVirtualMachine, request)
+
+    @maps_errors
     async def ListVirtualMachines(
         self, request: virtual_machine_service_pb2.ListVirtualMachinesRequest, context: Ctx
     ) -> virtual_machine_service_pb2.ListVirtualMachinesResponse:

@@ -52,6 +52,7 @@ def vm_to_proto(vm: VmRecord) -> virtual_machine_pb2.VirtualMachine:
         create_time=_ts(vm.create_time),
         update_time=_ts(vm.update_time),
         boot_seconds=vm.boot_seconds,
+        etag=str(vm.revision) if vm.revision else "",
     )
 
 

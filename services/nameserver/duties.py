@@ -93,12 +93,15 @@ class Reconciler:
     """The registry's housekeeping, run by one replica at a time.
 
     - VMs on a hypervisor whose lease expired become UNKNOWN (the agent restores them);
+    - VMs whose label ``expire_time`` (Unix seconds) has passed are deleted (an idle VM kept for
+      recycling by a batch system's policy lives until then);
     - finished operations and their request ids are forgotten after a retention time.
     """
 
-    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, delete_vm: Callable[[str], Awaitable[object]]) -> None:
         self._store = store
         self._keys = keys
+        self._delete_vm = delete_vm
 
     async def step(self) -> None:
         live = {e.key.rsplit("/", 1)[-1] for e in (await self._store.get_prefix(self._keys.hypervisor(), keys_only=True))[0]}
@@ -107,6 +110,11 @@ class Reconciler:
         for e in vms:
             vm = records.load(VmRecord, e.value)
             present.add(vm.id)
+            expire = vm.labels.get("expire_time", "")
+            if expire.replace(".", "", 1).isdigit() and float(expire) < time.time() and vm.state != VmState.DELETING:
+                LOG.info("%s expired (expire_time %s): deleting it", vm.name, expire)
+                await self._delete_vm(vm.id)
+                continue
             if vm.hypervisor and vm.hypervisor not in live and vm.state in (VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE):
                 vm.state_message = f"hypervisor {vm.hypervisor} stopped reporting (was {vm.state})"
                 vm.state, vm.update_time = VmState.UNKNOWN, time.time()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from services.common import records
 from services.common.errors import (
+    Aborted,
     FailedPrecondition,
     InvalidArgument,
     NoCapacity,
@@ -227,6 +228,7 @@ class Registry:
         if entry is None:
             raise VirtualMachineNotFound(f"virtualMachines/{vm_id} does not exist")
         vm = records.load(VmRecord, entry.value)
+        vm.revision = entry.mod_revision
         if not _may_see(vm, principal):
             # The same answer as a missing VM: never reveal another user's resources.
             raise VirtualMachineNotFound(f"virtualMachines/{vm_id} does not exist")
@@ -234,6 +236,24 @@ class Registry:
 
     async def get_vm(self, vm_id: str, principal: Principal) -> VmRecord:
         return (await self._load_vm(vm_id, principal))[1]
+
+    async def update_vm_labels(self, vm_id: str, principal: Principal, labels: dict[str, str], etag: str) -> VmRecord:
+        """Replaces the VM's labels; with an etag, only if the VM has not changed since."""
+        validation.check_labels(labels)
+        reserved = [k for k in labels if k.startswith("wnodes.")]
+        if reserved:
+            raise InvalidArgument(f"labels starting with 'wnodes.' are reserved: {', '.join(reserved)}", reason="RESERVED_LABEL")
+        entry, vm = await self._load_vm(vm_id, principal)
+        if etag and etag != str(entry.mod_revision):
+            raise Aborted(f"{vm.name} changed since it was read (etag {etag}, now {entry.mod_revision}); read it again")
+        vm.labels = {**{k: v for k, v in vm.labels.items() if k.startswith("wnodes.")}, **labels}
+        vm.update_time = time.time()
+        value = records.dump(vm)
+        ok, revision = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)])
+        if not ok:
+            raise Aborted(f"{vm.name} changed while it was being updated; read it again")
+        vm.revision = revision
+        return vm
 
     async def list_vms(
         self, principal: Principal, page_size: int, page_token: str, hypervisor: str = ""
@@ -246,6 +266,7 @@ class Registry:
             entries, _ = await self._store.get_prefix(self._keys.vm(), start_after=start_after, limit=page_size)
             for e in entries:
                 vm = records.load(VmRecord, e.value)
+                vm.revision = e.mod_revision
                 if _may_see(vm, principal) and (not host or vm.hypervisor == host):
                     out.append(vm)
                 start_after = e.key

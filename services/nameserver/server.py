@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass, field
 
 from services.common import config, serve, telemetry
+from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.records import NameserverRecord
 from services.common.store import EtcdStore
@@ -67,7 +68,9 @@ async def serve_nameserver(cfg: NameserverConfig, stop: asyncio.Event, on_ready:
     endpoint = f"{cfg.listen.rsplit(':', 1)[0]}:{port}"
     membership = Membership(store, keys, NameserverRecord(id=cfg.replica_id, endpoint=endpoint))
     await membership.start()
-    reconciler = Duty("reconciler", store, keys, membership, cfg.replica_id, Reconciler(store, keys).step, cfg.reconcile_interval)
+    system = Principal(user="wnodes-reconciler", vo="wnodes", roles=frozenset({"admin"}))
+    reconcile = Reconciler(store, keys, lambda vm_id: registry.delete_vm(vm_id, system, ""))
+    reconciler = Duty("reconciler", store, keys, membership, cfg.replica_id, reconcile.step, cfg.reconcile_interval)
     reconciler.start()
     await serve.set_serving(health)
     LOG.info("nameserver %s serving on %s (etcd %s)", cfg.replica_id, endpoint, ",".join(cfg.etcd))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.longrunning import operations_pb2
 from opentelemetry import propagate
 
+from services.common.errors import InvalidArgument
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
 from services.common.pagination import page_of
@@ -46,6 +47,19 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> virtual_machine_pb2.VirtualMachine:
         vm_id = validation.parse_resource_id(request.name, "virtualMachines")
         return convert.vm_to_proto(await self._registry.get_vm(vm_id, principal_of(context)))
+
+    @maps_errors
+    async def UpdateVirtualMachine(
+        self, request: virtual_machine_service_pb2.UpdateVirtualMachineRequest, context: Ctx
+    ) -> virtual_machine_pb2.VirtualMachine:
+        vm_id = validation.parse_resource_id(request.virtual_machine.name, "virtualMachines")
+        paths = list(request.update_mask.paths)
+        if paths != ["labels"]:
+            raise InvalidArgument(f"update_mask must be ['labels'] (only labels can change), not {paths}", reason="INVALID_UPDATE_MASK")
+        vm = await self._registry.update_vm_labels(
+            vm_id, principal_of(context), dict(request.virtual_machine.labels), request.virtual_machine.etag
+        )
+        return convert.vm_to_proto(vm)
 
     @maps_errors
     async def ListVirtualMachines(

@@ -190,3 +190,23 @@ def test_a_vm_that_cannot_boot_fails_the_job_with_the_reason(vm_stack: Stack, wo
     assert "never" not in text
     assert job_field(vm_stack, job, "ExitCode") == "1:0"
     assert domains() == []
+
+
+def test_recycling_reuses_the_vm_and_cleans_the_users_files(vm_stack: Stack, workdir: Path) -> None:
+    # The dev stack's "recycle" partition keeps a job's VM for the next job of the same user and
+    # image (max 3 reuses, 5 s idle timeout).
+    first = submit(vm_stack, workdir, "hostname; echo secret > /tmp/mine; sleep 30 & echo started", "-p", "recycle",
+                   "--constraint=img_tiny")
+    assert wait_done(vm_stack, [first]) == {first: "COMPLETED"}, output(workdir, first)
+    second = submit(vm_stack, workdir, "hostname; ls /tmp; pgrep sleep || echo no-leftover-process", "-p", "recycle",
+                    "--constraint=img_tiny")
+    assert wait_done(vm_stack, [second]) == {second: "COMPLETED"}, output(workdir, second)
+    out1, out2 = output(workdir, first), output(workdir, second)
+    host1 = next(line for line in out1.splitlines() if line.startswith("vwn-"))
+    assert host1 in out2.splitlines(), "the second job did not run in the recycled VM"
+    assert "(recycled)" in out2
+    assert "mine" not in out2 and "no-leftover-process" in out2
+    deadline = time.monotonic() + 30
+    while domains():
+        assert time.monotonic() < deadline, "the idle VM outlived its idle timeout"
+        time.sleep(0.5)

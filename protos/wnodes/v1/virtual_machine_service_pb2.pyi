@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from wnodes.v1 import virtual_machine_pb2 as _virtual_machine_pb2
@@ -115,6 +116,32 @@ class CreateVirtualMachineRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateVirtualMachineRequest: _TypeAlias = CreateVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class UpdateVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIRTUAL_MACHINE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def virtual_machine(self) -> _virtual_machine_pb2.VirtualMachine:
+        """name and the new values; etag, when set, must match the VM's current one."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask: ...
+    def __init__(
+        self,
+        *,
+        virtual_machine: _virtual_machine_pb2.VirtualMachine | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "virtual_machine", b"virtual_machine"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "virtual_machine", b"virtual_machine"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateVirtualMachineRequest: _TypeAlias = UpdateVirtualMachineRequest  # noqa: Y015
 
 @_typing.final
 class DeleteVirtualMachineRequest(_message.Message):

@@ -57,6 +57,11 @@ class VirtualMachineServiceStub:
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.DeleteVirtualMachineRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
+        self.UpdateVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/UpdateVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
+                _registered_method=True)
         self.ExecVirtualMachine = channel.unary_stream(
                 '/wnodes.v1.VirtualMachineService/ExecVirtualMachine',
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.SerializeToString,
@@ -95,6 +100,13 @@ class VirtualMachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVirtualMachine(self, request, context):
+        """Updates a VM's mutable fields; only "labels" may be in the update_mask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExecVirtualMachine(self, request, context):
         """Runs a command in the guest through its guest channel and streams its output and exit code.
         If the VM is still starting, the call waits for the guest's ready signal.
@@ -125,6 +137,11 @@ def add_VirtualMachineServiceServicer_to_server(servicer, server):
                     servicer.DeleteVirtualMachine,
                     request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.DeleteVirtualMachineRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'UpdateVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.SerializeToString,
             ),
             'ExecVirtualMachine': grpc.unary_stream_rpc_method_handler(
                     servicer.ExecVirtualMachine,
@@ -241,6 +258,33 @@ class VirtualMachineService:
             '/wnodes.v1.VirtualMachineService/DeleteVirtualMachine',
             wnodes_dot_v1_dot_virtual__machine__service__pb2.DeleteVirtualMachineRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/UpdateVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
+            wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
             options,
             channel_credentials,
             insecure,

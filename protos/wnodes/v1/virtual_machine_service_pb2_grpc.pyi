@@ -43,6 +43,8 @@ class VirtualMachineServiceStub:
     """
     DeleteVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]
     """Deletes a VM: destroys its domain, removes its overlay and releases its leases."""
+    UpdateVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
+    """Updates a VM's mutable fields; only "labels" may be in the update_mask."""
     ExecVirtualMachine: _grpc.UnaryStreamMultiCallable[_virtual_machine_service_pb2.ExecVirtualMachineRequest, _virtual_machine_service_pb2.ExecVirtualMachineResponse]
     """Runs a command in the guest through its guest channel and streams its output and exit code.
     If the VM is still starting, the call waits for the guest's ready signal.
@@ -61,6 +63,8 @@ class VirtualMachineServiceAsyncStub(VirtualMachineServiceStub):
     """
     DeleteVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Deletes a VM: destroys its domain, removes its overlay and releases its leases."""
+    UpdateVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
+    """Updates a VM's mutable fields; only "labels" may be in the update_mask."""
     ExecVirtualMachine: _aio.UnaryStreamMultiCallable[_virtual_machine_service_pb2.ExecVirtualMachineRequest, _virtual_machine_service_pb2.ExecVirtualMachineResponse]  # type: ignore[assignment]
     """Runs a command in the guest through its guest channel and streams its output and exit code.
     If the VM is still starting, the call waits for the guest's ready signal.
@@ -100,6 +104,14 @@ class VirtualMachineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Deletes a VM: destroys its domain, removes its overlay and releases its leases."""
+
+    @_abc_1.abstractmethod
+    def UpdateVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.UpdateVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_virtual_machine_pb2.VirtualMachine, _abc.Awaitable[_virtual_machine_pb2.VirtualMachine]]:
+        """Updates a VM's mutable fields; only "labels" may be in the update_mask."""
 
     @_abc_1.abstractmethod
     def ExecVirtualMachine(

@@ -53,6 +53,11 @@ class RegistryServiceStub:
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.GetVirtualMachineRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
                 _registered_method=True)
+        self.UpdateVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/UpdateVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
+                _registered_method=True)
         self.ListVirtualMachines = channel.unary_unary(
                 '/wnodes.nameserver.v1.RegistryService/ListVirtualMachines',
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ListVirtualMachinesRequest.SerializeToString,
@@ -101,6 +106,12 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateVirtualMachine(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +170,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'GetVirtualMachine': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVirtualMachine,
                     request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.GetVirtualMachineRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.SerializeToString,
+            ),
+            'UpdateVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.SerializeToString,
             ),
             'ListVirtualMachines': grpc.unary_unary_rpc_method_handler(
@@ -272,6 +288,33 @@ class RegistryService:
             target,
             '/wnodes.nameserver.v1.RegistryService/GetVirtualMachine',
             wnodes_dot_v1_dot_virtual__machine__service__pb2.GetVirtualMachineRequest.SerializeToString,
+            wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/UpdateVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
             wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
             options,
             channel_credentials,

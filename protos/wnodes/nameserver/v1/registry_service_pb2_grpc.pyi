@@ -41,6 +41,7 @@ class RegistryServiceStub:
     CreateVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.CreateVirtualMachineRequest, _operations_pb2.Operation]
     DeleteVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]
     GetVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.GetVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
+    UpdateVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
     ListVirtualMachines: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ListVirtualMachinesRequest, _virtual_machine_service_pb2.ListVirtualMachinesResponse]
     GetHypervisor: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.GetHypervisorRequest, _hypervisor_pb2.Hypervisor]
     ListHypervisors: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListHypervisorsRequest, _hypervisor_service_pb2.ListHypervisorsResponse]
@@ -55,6 +56,7 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     CreateVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.CreateVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     DeleteVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     GetVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.GetVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
+    UpdateVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
     ListVirtualMachines: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ListVirtualMachinesRequest, _virtual_machine_service_pb2.ListVirtualMachinesResponse]  # type: ignore[assignment]
     GetHypervisor: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.GetHypervisorRequest, _hypervisor_pb2.Hypervisor]  # type: ignore[assignment]
     ListHypervisors: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListHypervisorsRequest, _hypervisor_service_pb2.ListHypervisorsResponse]  # type: ignore[assignment]
@@ -82,6 +84,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     def GetVirtualMachine(
         self,
         request: _virtual_machine_service_pb2.GetVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_virtual_machine_pb2.VirtualMachine, _abc.Awaitable[_virtual_machine_pb2.VirtualMachine]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.UpdateVirtualMachineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_virtual_machine_pb2.VirtualMachine, _abc.Awaitable[_virtual_machine_pb2.VirtualMachine]]: ...
 
