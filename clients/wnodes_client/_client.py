@@ -158,17 +158,37 @@ class Client:
                 return
 
     def exec(
-        self, name: str, command: Sequence[str], ready_timeout: float = 0.0, uid: int = 0
+        self, name: str, command: Sequence[str], ready_timeout: float = 0.0, uid: int = 0, reattach_for: float = 60.0
     ) -> Iterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
         """Streams the command's stdout/stderr chunks, then one message with its exit_code.
-        The command runs as uid in the guest (0: root)."""
+        The command runs as uid in the guest (0: root).
+
+        If the stream breaks (the gateway restarts, say), the call attaches again to the same
+        execution for up to reattach_for seconds, resuming where it stopped: no output is lost
+        or repeated, and the command does not run twice."""
         request = virtual_machine_service_pb2.ExecVirtualMachineRequest(
-            name=_vm_name(name), command=list(command), ready_timeout_seconds=ready_timeout, uid=uid
+            name=_vm_name(name), command=list(command), ready_timeout_seconds=ready_timeout, uid=uid, exec_id=uuid.uuid4().hex
         )
-        try:
-            yield from self._vms.ExecVirtualMachine(request, metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise WnodesRpcError.from_call(err) from None
+        deadline = None
+        while True:
+            try:
+                for msg in self._vms.ExecVirtualMachine(request, metadata=self._metadata, wait_for_ready=deadline is not None):
+                    kind = msg.WhichOneof("payload")
+                    if kind == "stdout":
+                        request.stdout_offset += len(msg.stdout)
+                    elif kind == "stderr":
+                        request.stderr_offset += len(msg.stderr)
+                    deadline = None
+                    yield msg
+                return
+            except grpc.RpcError as err:
+                code = err.code() if isinstance(err, grpc.Call) else None
+                if code != grpc.StatusCode.UNAVAILABLE:
+                    raise WnodesRpcError.from_call(err) from None
+                deadline = deadline or time.monotonic() + reattach_for
+                if time.monotonic() > deadline:
+                    raise WnodesRpcError.from_call(err) from None
+                time.sleep(0.2)
 
     def run(
         self,

@@ -78,7 +78,8 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
             raise FailedPrecondition(f"{vm.hypervisor} is down", reason="HYPERVISOR_DOWN")
         agent = self._b.agent(host.endpoint)
         exec_request = agent_service_pb2.ExecRequest(
-            vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds, uid=request.uid
+            vm_id=vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds, uid=request.uid,
+            exec_id=request.exec_id, stdout_offset=request.stdout_offset, stderr_offset=request.stderr_offset,
         )
         # wait_for_ready: an agent that is restarting is waited for (the call is only sent once
         # connected, so this never runs a command twice).

@@ -18,6 +18,7 @@ from services.common.keys import Keys
 from services.common.store import EtcdStore
 from services.hypervisor.drivers.base import HypervisorDriver
 from services.hypervisor.drivers.fake import FakeDriver
+from services.hypervisor.exec_sessions import ExecSessions
 from services.hypervisor.image_cache import ImageCache
 from services.hypervisor.imagestore_source import ImagestoreBlobSource
 from services.hypervisor.lifecycle import Agent, AgentConfig
@@ -105,7 +106,8 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
             host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio
         )
         agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache))
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents), server)
+    sessions = ExecSessions()
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), server)
     await server.start()
     for agent in agents:
         await agent.start()
@@ -114,6 +116,7 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     await stop.wait()
     LOG.info("hypervisor agent stopping (VMs keep running; a restarted agent adopts them)")
     await server.stop(grace=1)
+    await sessions.close()
     for agent in agents:
         await agent.stop()
         await agent.driver.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shlex
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
 from services.common.errors import InvalidArgument, VirtualMachineNotFound
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
 from services.hypervisor.drivers.base import Exit, Stderr, Stdout
+from services.hypervisor.exec_sessions import ExecSessions
 from services.hypervisor.lifecycle import Agent
 from wnodes.hypervisor.v1 import agent_service_pb2, agent_service_pb2_grpc
 from wnodes.v1 import virtual_machine_service_pb2
@@ -24,8 +26,9 @@ def shell_command(argv: Sequence[str]) -> str:
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
-    def __init__(self, agents: Sequence[Agent]) -> None:
+    def __init__(self, agents: Sequence[Agent], sessions: ExecSessions) -> None:
         self._agents = list(agents)
+        self._sessions = sessions
 
     def _agent_for(self, vm_id: str) -> Agent:
         if len(self._agents) == 1:
@@ -41,8 +44,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
         command = shell_command(request.command)
         timeout = request.ready_timeout_seconds or DEFAULT_READY_TIMEOUT
-        guest = await self._agent_for(request.vm_id).ready_guest(request.vm_id, timeout)
-        async for event in guest.exec(command, uid=request.uid):
+        agent = self._agent_for(request.vm_id)
+        exec_id = request.exec_id or uuid.uuid4().hex
+        session = await self._sessions.open(
+            request.vm_id, exec_id, lambda: agent.ready_guest(request.vm_id, timeout), command, request.uid
+        )
+        async for event in session.follow(request.stdout_offset, request.stderr_offset):
             match event:
                 case Stdout(data):
                     yield virtual_machine_service_pb2.ExecVirtualMachineResponse(stdout=data)

@@ -210,3 +210,18 @@ def test_recycling_reuses_the_vm_and_cleans_the_users_files(vm_stack: Stack, wor
     while domains():
         assert time.monotonic() < deadline, "the idle VM outlived its idle timeout"
         time.sleep(0.5)
+
+
+def test_a_gateway_restart_under_a_running_job_loses_nothing(vm_stack: Stack, workdir: Path) -> None:
+    job = submit(vm_stack, workdir, "for i in 1 2 3 4 5 6; do echo line-$i; sleep 1; done; exit 5", "--constraint=img_tiny")
+    deadline = time.monotonic() + 120
+    while "line-1" not in (output(workdir, job) if (workdir / f"slurm-{job}.out").exists() else ""):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    vm_stack.kill("gateway")
+    time.sleep(1.5)  # output the job writes now waits in the agent
+    vm_stack.restart("gateway")
+    assert wait_done(vm_stack, [job]) == {job: "FAILED"}, output(workdir, job)
+    assert job_field(vm_stack, job, "ExitCode") == "5:0"
+    lines = [line for line in output(workdir, job).splitlines() if line.startswith("line-")]
+    assert lines == [f"line-{i}" for i in range(1, 7)], output(workdir, job)

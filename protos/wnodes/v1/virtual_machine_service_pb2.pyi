@@ -173,12 +173,23 @@ class ExecVirtualMachineRequest(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     READY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
+    EXEC_ID_FIELD_NUMBER: _builtins.int
+    STDOUT_OFFSET_FIELD_NUMBER: _builtins.int
+    STDERR_OFFSET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"virtualMachines/{id}"."""
     ready_timeout_seconds: _builtins.float
     """Seconds to wait for the guest to become ready; 0 = the server's default."""
     uid: _builtins.int
     """Run the command as this uid inside the guest (a batch job runs as its owner); 0 is root."""
+    exec_id: _builtins.str
+    """Client-chosen id of this execution. A call with the id of an execution that is still known
+    attaches to it instead of starting the command again, resuming each stream at the offsets
+    below: a client whose stream broke (e.g. the gateway restarted) loses no output and no
+    exit code, and the command never runs twice.
+    """
+    stdout_offset: _builtins.int
+    stderr_offset: _builtins.int
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """argv of the command; run by the guest's shell when it has one element."""
@@ -190,10 +201,13 @@ class ExecVirtualMachineRequest(_message.Message):
         command: _abc.Iterable[_builtins.str] | None = ...,
         ready_timeout_seconds: _builtins.float = ...,
         uid: _builtins.int = ...,
+        exec_id: _builtins.str = ...,
+        stdout_offset: _builtins.int = ...,
+        stderr_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "name", b"name", "ready_timeout_seconds", b"ready_timeout_seconds", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "exec_id", b"exec_id", "name", b"name", "ready_timeout_seconds", b"ready_timeout_seconds", "stderr_offset", b"stderr_offset", "stdout_offset", b"stdout_offset", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,11 +28,18 @@ class ExecRequest(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     READY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
+    EXEC_ID_FIELD_NUMBER: _builtins.int
+    STDOUT_OFFSET_FIELD_NUMBER: _builtins.int
+    STDERR_OFFSET_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     """The VM's id (the last part of "virtualMachines/{id}")."""
     ready_timeout_seconds: _builtins.float
     uid: _builtins.int
     """uid to run the command as inside the guest; 0 is root."""
+    exec_id: _builtins.str
+    """See wnodes.v1.ExecVirtualMachineRequest: attach to a known execution, resuming at offsets."""
+    stdout_offset: _builtins.int
+    stderr_offset: _builtins.int
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -42,10 +49,13 @@ class ExecRequest(_message.Message):
         command: _abc.Iterable[_builtins.str] | None = ...,
         ready_timeout_seconds: _builtins.float = ...,
         uid: _builtins.int = ...,
+        exec_id: _builtins.str = ...,
+        stdout_offset: _builtins.int = ...,
+        stderr_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "ready_timeout_seconds", b"ready_timeout_seconds", "uid", b"uid", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "exec_id", b"exec_id", "ready_timeout_seconds", b"ready_timeout_seconds", "stderr_offset", b"stderr_offset", "stdout_offset", b"stdout_offset", "uid", b"uid", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

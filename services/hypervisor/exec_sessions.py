@@ -1,0 +1,113 @@
+"""Executions in guests that outlive the RPC that started them.
+
+A command runs in a background task that keeps its output; RPCs follow it from any offset. So
+a caller whose stream broke (the gateway restarted, the network blinked) attaches again with
+the same exec id and the offsets it has, and gets the rest: nothing lost, nothing run twice.
+Finished executions are kept for a while, then forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from services.common.errors import FailedPrecondition
+from services.hypervisor.drivers.base import ExecEvent, Exit, GuestChannel, Stderr, Stdout
+
+LOG = logging.getLogger(__name__)
+
+RETENTION_S = 600.0
+
+
+@dataclass
+class ExecSession:
+    vm_id: str
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    exit_code: int | None = None
+    error: Exception | None = None
+    finished_at: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def pump(self, events: AsyncIterator[ExecEvent]) -> None:
+        try:
+            async for event in events:
+                match event:
+                    case Stdout(data):
+                        self.stdout.extend(data)
+                    case Stderr(data):
+                        self.stderr.extend(data)
+                    case Exit(code):
+                        self.exit_code = code
+                self._wake()
+        except Exception as exc:  # the guest or its channel went away
+            self.error = exc
+        finally:
+            if self.exit_code is None and self.error is None:
+                self.error = FailedPrecondition("the command's channel closed before it ended", reason="EXEC_LOST")
+            self.finished_at = time.monotonic()
+            self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def follow(self, stdout_offset: int, stderr_offset: int) -> AsyncIterator[ExecEvent]:
+        """Output from the offsets on, as it comes, then the exit code (or the error)."""
+        out, err = stdout_offset, stderr_offset
+        while True:
+            changed = self.changed
+            if len(self.stdout) > out:
+                chunk = bytes(self.stdout[out:])
+                out += len(chunk)
+                yield Stdout(chunk)
+            if len(self.stderr) > err:
+                chunk = bytes(self.stderr[err:])
+                err += len(chunk)
+                yield Stderr(chunk)
+            if self.finished_at and out == len(self.stdout) and err == len(self.stderr):
+                if self.exit_code is not None:
+                    yield Exit(self.exit_code)
+                    return
+                assert self.error is not None
+                raise self.error
+            await changed.wait()
+
+
+class ExecSessions:
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, str], ExecSession] = {}
+
+    async def open(
+        self, vm_id: str, exec_id: str, start: Callable[[], Awaitable[GuestChannel]], command: str, uid: int
+    ) -> ExecSession:
+        """The execution with this id, started now if it is not known."""
+        self._forget_old()
+        key = (vm_id, exec_id)
+        session = self._sessions.get(key)
+        if session is not None:
+            LOG.info("exec %s on %s: a caller attached again", exec_id, vm_id)
+            return session
+        guest = await start()
+        session = ExecSession(vm_id)
+        self._sessions[key] = session
+        session.task = asyncio.create_task(session.pump(guest.exec(command, uid=uid)))
+        return session
+
+    def _forget_old(self) -> None:
+        now = time.monotonic()
+        for key, session in list(self._sessions.items()):
+            if session.finished_at and now - session.finished_at > RETENTION_S:
+                del self._sessions[key]
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            if session.task is not None:
+                session.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session.task

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.common.errors import FailedPrecondition
+from services.hypervisor.drivers.base import ExecEvent, Exit, Stderr, Stdout
+from services.hypervisor.exec_sessions import ExecSessions
+
+
+class Guest:
+    def __init__(self, events: list[ExecEvent], gate: asyncio.Event | None = None) -> None:
+        self.events = events
+        self.gate = gate
+        self.runs = 0
+
+    async def exec(self, command: str, uid: int = 0) -> AsyncIterator[ExecEvent]:
+        self.runs += 1
+        for i, event in enumerate(self.events):
+            if i == 1 and self.gate is not None:
+                await self.gate.wait()
+            yield event
+
+    async def wait_ready(self, timeout: float) -> object:
+        return object()
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_second_caller_attaches_and_resumes_at_its_offsets() -> None:
+    gate = asyncio.Event()
+    guest = Guest([Stdout(b"abc"), Stdout(b"def"), Stderr(b"e"), Exit(3)], gate)
+    sessions = ExecSessions()
+
+    async def start() -> Guest:
+        return guest
+
+    first = await sessions.open("vm-1", "x1", start, "cmd", 0)  # type: ignore[arg-type]
+    got = []
+    async for event in first.follow(0, 0):
+        got.append(event)
+        break  # the first caller's stream breaks after "abc"
+    gate.set()
+    again = await sessions.open("vm-1", "x1", start, "cmd", 0)  # type: ignore[arg-type]
+    rest = [e async for e in again.follow(3, 0)]
+    assert got == [Stdout(b"abc")]
+    assert rest == [Stdout(b"def"), Stderr(b"e"), Exit(3)]
+    assert guest.runs == 1, "attaching ran the command again"
+
+
+async def test_a_lost_channel_is_an_error_not_an_exit_code() -> None:
+    sessions = ExecSessions()
+    guest = Guest([Stdout(b"partial")])
+
+    async def start() -> Guest:
+        return guest
+
+    session = await sessions.open("vm-1", "x2", start, "cmd", 0)  # type: ignore[arg-type]
+    with pytest.raises(FailedPrecondition):
+        [e async for e in session.follow(0, 0)]
