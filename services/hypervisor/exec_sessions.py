@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.hypervisor.drivers.base import ExecEvent, Exit, GuestChannel, Stderr, Stdout
 
 LOG = logging.getLogger(__name__)
+EXEC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 RETENTION_S = 600.0
 
@@ -84,15 +87,29 @@ class ExecSessions:
         self._sessions: dict[tuple[str, str], ExecSession] = {}
 
     async def open(
-        self, vm_id: str, exec_id: str, start: Callable[[], Awaitable[GuestChannel]], command: str, uid: int
+        self, vm_id: str, exec_id: str, start: Callable[[], Awaitable[GuestChannel]], command: str, uid: int, marker_dir: Path
     ) -> ExecSession:
-        """The execution with this id, started now if it is not known."""
+        """The execution with this id, started now if it is not known.
+
+        Every execution leaves a marker in marker_dir (the VM's run directory), so that an agent
+        restarted under a running command refuses to run it a second time: its output died with
+        the previous agent, and the caller is told so (EXEC_LOST)."""
+        if not EXEC_ID.match(exec_id):
+            raise InvalidArgument("exec_id must be 1-64 letters, digits, '-' or '_'", reason="INVALID_EXEC_ID")
         self._forget_old()
         key = (vm_id, exec_id)
         session = self._sessions.get(key)
         if session is not None:
             LOG.info("exec %s on %s: a caller attached again", exec_id, vm_id)
             return session
+        marker = marker_dir / exec_id
+        if marker.exists():
+            raise FailedPrecondition(
+                f"execution {exec_id} on {vm_id} was started by an agent that has since restarted; its output is lost",
+                reason="EXEC_LOST",
+            )
+        marker_dir.mkdir(parents=True, exist_ok=True)
+        marker.touch()
         guest = await start()
         session = ExecSession(vm_id)
         self._sessions[key] = session

@@ -321,13 +321,19 @@ class Agent:
         if not any(d.vm_id == vm.id and d.running for d in await self.driver.list()):
             await self._fail(vm, DriverError(f"the domain of {vm.name} is gone (it crashed or the host restarted)"))
             return
+        message = "guest ready (adopted after an agent restart)"
         try:
-            await self.driver.guest(vm.id).wait_ready(min(self.cfg.ready_timeout, 60.0))
+            await self.driver.guest(vm.id).wait_ready(min(self.cfg.ready_timeout, 30.0))
         except DriverError as exc:
-            await self._fail(vm, exc)
-            return
+            if not vm.boot_seconds:  # it never booted: a boot that failed
+                await self._fail(vm, exc)
+                return
+            # It was ready before: its guest agent answers nothing while it runs a command (a
+            # job started before the agent restart). Keep it; never kill a VM that should live.
+            message = "adopted after an agent restart; the guest is busy with an earlier command"
+            LOG.warning("%s: %s", vm.name, message)
         if vm.state != VmState.ACTIVE:
-            await self._transition(vm.id, VmState.ACTIVE, "guest ready (adopted after an agent restart)", expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
+            await self._transition(vm.id, VmState.ACTIVE, message, expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
             LOG.info("%s adopted on %s", vm.name, self.cfg.host)
         self._tracked[vm.id].ready.set()
 

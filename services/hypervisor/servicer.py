@@ -47,7 +47,8 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         agent = self._agent_for(request.vm_id)
         exec_id = request.exec_id or uuid.uuid4().hex
         session = await self._sessions.open(
-            request.vm_id, exec_id, lambda: agent.ready_guest(request.vm_id, timeout), command, request.uid
+            request.vm_id, exec_id, lambda: agent.ready_guest(request.vm_id, timeout), command, request.uid,
+            marker_dir=agent.cfg.run_dir / request.vm_id / "execs",
         )
         async for event in session.follow(request.stdout_offset, request.stderr_offset):
             match event:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ class Guest:
         return None
 
 
-async def test_a_second_caller_attaches_and_resumes_at_its_offsets() -> None:
+async def test_a_second_caller_attaches_and_resumes_at_its_offsets(tmp_path: Path) -> None:
     gate = asyncio.Event()
     guest = Guest([Stdout(b"abc"), Stdout(b"def"), Stderr(b"e"), Exit(3)], gate)
     sessions = ExecSessions()
@@ -38,26 +39,41 @@ async def test_a_second_caller_attaches_and_resumes_at_its_offsets() -> None:
     async def start() -> Guest:
         return guest
 
-    first = await sessions.open("vm-1", "x1", start, "cmd", 0)  # type: ignore[arg-type]
+    first = await sessions.open("vm-1", "x1", start, "cmd", 0, tmp_path)  # type: ignore[arg-type]
     got = []
     async for event in first.follow(0, 0):
         got.append(event)
         break  # the first caller's stream breaks after "abc"
     gate.set()
-    again = await sessions.open("vm-1", "x1", start, "cmd", 0)  # type: ignore[arg-type]
+    again = await sessions.open("vm-1", "x1", start, "cmd", 0, tmp_path)  # type: ignore[arg-type]
     rest = [e async for e in again.follow(3, 0)]
     assert got == [Stdout(b"abc")]
     assert rest == [Stdout(b"def"), Stderr(b"e"), Exit(3)]
     assert guest.runs == 1, "attaching ran the command again"
 
 
-async def test_a_lost_channel_is_an_error_not_an_exit_code() -> None:
+async def test_a_lost_channel_is_an_error_not_an_exit_code(tmp_path: Path) -> None:
     sessions = ExecSessions()
     guest = Guest([Stdout(b"partial")])
 
     async def start() -> Guest:
         return guest
 
-    session = await sessions.open("vm-1", "x2", start, "cmd", 0)  # type: ignore[arg-type]
+    session = await sessions.open("vm-1", "x2", start, "cmd", 0, tmp_path)  # type: ignore[arg-type]
     with pytest.raises(FailedPrecondition):
         [e async for e in session.follow(0, 0)]
+
+
+async def test_a_restarted_agent_never_runs_a_known_execution_again(tmp_path: Path) -> None:
+    guest = Guest([Exit(0)])
+
+    async def start() -> Guest:
+        return guest
+
+    first = await ExecSessions().open("vm-1", "x3", start, "cmd", 0, tmp_path)  # type: ignore[arg-type]
+    assert first.task is not None
+    await first.task
+    with pytest.raises(FailedPrecondition) as info:
+        await ExecSessions().open("vm-1", "x3", start, "cmd", 0, tmp_path)  # type: ignore[arg-type]  # a new agent process
+    assert info.value.reason == "EXEC_LOST"
+    assert guest.runs == 1
