@@ -37,6 +37,9 @@ local function image_from_static_map(job_desc, submit_uid)
    if map.uid and map.uid[tostring(submit_uid)] then
       return map.uid[tostring(submit_uid)]
    end
+   if job_desc.group_id and map.gid and map.gid[tostring(job_desc.group_id)] then
+      return map.gid[tostring(job_desc.group_id)]
+   end
    return nil
 end
 
