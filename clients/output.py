@@ -25,10 +25,11 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: str, ti
         return
     table = Table(title=title or None)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # wrap long names rather than cut them
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
-    Console().print(table)
+    # A pipe gets the whole width, so `| grep` sees whole names.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def emit_one(obj: dict[str, Any], output: str) -> None:

@@ -320,7 +320,7 @@ class Stack:
         shutil.rmtree(Path(state.dir) / "hypervisor" / "run", ignore_errors=True)
         for extra in state.extra_dirs:
             shutil.rmtree(extra, ignore_errors=True)
-        progress("stack stopped")
+        progress("stopped: no process, domain or overlay left")
 
     def _delete_all_vms(self, state: StackState) -> None:
         try:
