@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf import json_format, message
@@ -30,6 +31,18 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: str, ti
         table.add_row(*(str(row.get(c, "")) for c in columns))
     # A pipe gets the whole width, so `| grep` sees whole names.
     Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+def run_cli(main: Callable[[], int]) -> None:
+    """The console-script entry of both CLIs: exit with main's status; a reader that closes the
+    pipe early (`... | head`) is not an error worth a traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    sys.exit(code)
 
 
 def emit_one(obj: dict[str, Any], output: str) -> None:

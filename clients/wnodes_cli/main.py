@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from clients.output import as_dict, console, emit, emit_one
+from clients.output import as_dict, console, emit, emit_one, run_cli
 from clients.wnodes_client import Client, WnodesRpcError
 from wnodes.v1 import virtual_machine_pb2
 
@@ -168,10 +168,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    try:
-        code = main()
-        sys.stdout.flush()
-    except BrokenPipeError:  # `... | head`: the reader left; not an error worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 141
-    sys.exit(code)
+    run_cli(main)

@@ -83,9 +83,9 @@ def maps_errors(method: F) -> F:
             try:
                 async for item in method(self, request, context):
                     yield item
-            except (WnodesError, grpc.aio.AioRpcError, Exception) as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the one place that maps everything
                 await _abort(context, exc)
 
         return cast(F, stream_wrapper)

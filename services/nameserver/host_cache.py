@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from services.common import records
 from services.common.keys import Keys
@@ -83,14 +84,14 @@ class HostCache:
         else:
             self.note_usage(name, records.load(HostUsage, value), entry)
 
-    async def _follow(self, prefix: str, apply: object) -> None:
+    async def _follow(self, prefix: str, apply: Callable[[str, bytes, bool, Entry | None], None]) -> None:
         """Loads a prefix, then applies its watch events; reloads if the watch breaks."""
         while True:
             try:
                 entries, revision = await self._store.get_prefix(prefix)
                 fresh: set[str] = set()
                 for e in entries:
-                    apply(e.key, e.value, False, e)  # type: ignore[operator]
+                    apply(e.key, e.value, False, e)
                     fresh.add(e.key.rsplit("/", 1)[-1])
                 target = self.hypervisors if prefix == self._keys.hypervisor() else self.usage
                 for gone in set(target) - fresh:
@@ -98,7 +99,7 @@ class HostCache:
                 self._loaded.add(prefix)
                 async for ev in self._store.watch_prefix(prefix, start_revision=revision + 1):
                     entry = Entry(ev.key, ev.value, ev.revision, 0)
-                    apply(ev.key, ev.value, ev.deleted, entry)  # type: ignore[operator]
+                    apply(ev.key, ev.value, ev.deleted, entry)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # etcd unavailable: keep the last view, retry

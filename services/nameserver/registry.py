@@ -21,7 +21,6 @@ from services.common.errors import (
     Aborted,
     FailedPrecondition,
     InvalidArgument,
-    NoCapacity,
     NotFound,
     Unavailable,
     VirtualMachineNotFound,
@@ -31,6 +30,7 @@ from services.common.errors import (
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
+from services.common.names import parse_image, parse_resource_id
 from services.common.records import (
     HostUsage,
     HypervisorRecord,
@@ -94,7 +94,7 @@ class Registry:
     ) -> OperationView:
         """Places a new VM; returns its create operation (the first one, for a retried request)."""
         validation.check_request_id(request_id)
-        image, version = validation.parse_image(spec.image)
+        image, version = parse_image(spec.image)
         validation.check_size(spec.vcpu_count, spec.memory_mib)
         validation.check_labels(spec.labels)
         validation.check_user_data(spec.user_data)
@@ -277,7 +277,7 @@ class Registry:
         return out, _encode_token(start_after)
 
     async def get_operation(self, op_name: str, principal: Principal) -> OperationView:
-        op_id = validation.parse_resource_id(op_name, "operations") if "/" in op_name else op_name
+        op_id = parse_resource_id(op_name, "operations") if "/" in op_name else op_name
         entry = await self._store.get(self._keys.operation(op_id))
         if entry is None:
             raise NotFound(f"operations/{op_id} does not exist")
@@ -376,5 +376,3 @@ def _decode_token(token: str) -> str:
     except ValueError as exc:
         raise InvalidArgument("page_token is not one this service returned", reason="INVALID_PAGE_TOKEN") from exc
 
-
-__all__ = ["NoCapacity", "OperationView", "Registry", "VmSpec"]

@@ -8,9 +8,10 @@ from opentelemetry import propagate
 from services.common.errors import InvalidArgument
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
+from services.common.names import parse_resource_id
 from services.common.pagination import page_of
 from services.common.principal_context import principal_of
-from services.nameserver import convert, validation
+from services.nameserver import convert
 from services.nameserver.registry import Registry
 from wnodes.nameserver.v1 import registry_service_pb2_grpc
 from wnodes.v1 import hypervisor_pb2, hypervisor_service_pb2, virtual_machine_pb2, virtual_machine_service_pb2
@@ -37,7 +38,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self, request: virtual_machine_service_pb2.DeleteVirtualMachineRequest, context: Ctx
     ) -> operations_pb2.Operation:
         principal = principal_of(context)
-        vm_id = validation.parse_resource_id(request.name, "virtualMachines")
+        vm_id = parse_resource_id(request.name, "virtualMachines")
         op = await self._registry.delete_vm(vm_id, principal, request.request_id)
         return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
 
@@ -45,14 +46,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def GetVirtualMachine(
         self, request: virtual_machine_service_pb2.GetVirtualMachineRequest, context: Ctx
     ) -> virtual_machine_pb2.VirtualMachine:
-        vm_id = validation.parse_resource_id(request.name, "virtualMachines")
+        vm_id = parse_resource_id(request.name, "virtualMachines")
         return convert.vm_to_proto(await self._registry.get_vm(vm_id, principal_of(context)))
 
     @maps_errors
     async def UpdateVirtualMachine(
         self, request: virtual_machine_service_pb2.UpdateVirtualMachineRequest, context: Ctx
     ) -> virtual_machine_pb2.VirtualMachine:
-        vm_id = validation.parse_resource_id(request.virtual_machine.name, "virtualMachines")
+        vm_id = parse_resource_id(request.virtual_machine.name, "virtualMachines")
         paths = list(request.update_mask.paths)
         if paths != ["labels"]:
             raise InvalidArgument(f"update_mask must be ['labels'] (only labels can change), not {paths}", reason="INVALID_UPDATE_MASK")

@@ -5,15 +5,12 @@ from __future__ import annotations
 import re
 
 from services.common.errors import InvalidArgument
-from services.common.names import parse_image, parse_resource_id
 
 MIN_MEMORY_MIB = 128  # guests below ~96 MiB do not boot (docs: ENVIRONMENT.md)
 MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB: anything above is a typo, not a request
 MAX_VCPUS = 1024
 MAX_LABELS = 64
 MAX_USER_DATA = 64 * 1024
-
-__all__ = ["parse_image", "parse_resource_id"]
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
