@@ -52,7 +52,9 @@ class RecyclePolicy:
     """An idle VM is deleted (by the nameserver's reconciler) after this long without a job."""
 
 
-# Files of the job's owner, and their processes, must not survive into the next job.
+# Files of the job's owner, and their processes, must not survive into the next job. Jobs run
+# as root are never recycled (see reusable): their cleanup could not tell the job's files and
+# processes from the guest's own.
 CLEAN_COMMAND = (
     "pkill -9 -u {uid} 2>/dev/null; sleep 0.2; "
     "find / -xdev -user {uid} ! -type d -exec rm -f {{}} + 2>/dev/null; "
@@ -120,12 +122,17 @@ class JobRunner:
             return claimed.name, claimed.image_version
         return None
 
+    def _reusable(self, job: JobSpec) -> bool:
+        """Whether this job may take an idle VM or leave its VM for the next job. Not for root:
+        a root job can change anything in the guest, and nothing tells its leftovers apart."""
+        return self._recycle.max_reuse > 0 and job.uid != 0
+
     def _release_or_delete(self, job: JobSpec) -> None:
         """After a job: keep the VM for the next one if the policy allows and it cleans up."""
         try:
             vm = self._client.get_vm(self._vm_name)
             uses = int(vm.labels.get("recycle_uses", "1"))
-            if self._recycle.max_reuse <= 0 or uses > self._recycle.max_reuse or vm.state != ACTIVE:
+            if not self._reusable(job) or uses > self._recycle.max_reuse or vm.state != ACTIVE:
                 self.delete_vm()
                 return
             code = -1
@@ -142,7 +149,7 @@ class JobRunner:
             self.delete_vm()
 
     def run(self, job: JobSpec, on_placed: object = None) -> JobResult:
-        claimed = self._claim_idle_vm(job) if self._recycle.max_reuse > 0 else None
+        claimed = self._claim_idle_vm(job) if self._reusable(job) else None
         if claimed is not None:
             self._vm_name, image_version = claimed
             reused = " (recycled)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -83,6 +84,14 @@ class Stack:
         self.dir = directory
 
     @property
+    def domain_prefix(self) -> str:
+        """libvirt domain names of this stack's VMs. Unique per stack directory: an agent destroys
+        domains with its prefix that its registry does not know, so two stacks on one host (two
+        test runs, a demo beside a test) must never share one."""
+        tag = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:6]
+        return f"wnodes-{tag}-{LIBVIRT_HOST}-"
+
+    @property
     def state(self) -> StackState | None:
         return StackState.load(self.dir)
 
@@ -157,7 +166,8 @@ class Stack:
             # QEMU as root: the stack's files live in a private directory (0700) that libvirt's
             # qemu user cannot traverse. A site deployment keeps the unprivileged user.
             # 4 vCPUs per core: a 2-core development machine can then hold a handful of tiny guests.
-            agent_argv += ["--host", LIBVIRT_HOST, "--qemu-as-root", "--cpu-allocation-ratio", "4"]
+            agent_argv += ["--host", LIBVIRT_HOST, "--qemu-as-root", "--cpu-allocation-ratio", "4",
+                           "--domain-prefix", self.domain_prefix]
         state.procs.append(Proc("hypervisor0", "hypervisor", agent_argv, str(logs / "hypervisor0.log"), agent_ep))
         gateway = f"127.0.0.1:{processes.free_port()}"
         state.gateway = gateway
@@ -316,7 +326,7 @@ class Stack:
                 if p.kind == kind:
                     processes.stop(p.pid)
         if state.driver == "libvirt":
-            _sweep_libvirt(f"wnodes-{LIBVIRT_HOST}-")
+            _sweep_libvirt(self.domain_prefix)
         shutil.rmtree(Path(state.dir) / "hypervisor" / "run", ignore_errors=True)
         for extra in state.extra_dirs:
             shutil.rmtree(extra, ignore_errors=True)

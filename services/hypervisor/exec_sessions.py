@@ -3,7 +3,13 @@
 A command runs in a background task that keeps its output; RPCs follow it from any offset. So
 a caller whose stream broke (the gateway restarted, the network blinked) attaches again with
 the same exec id and the offsets it has, and gets the rest: nothing lost, nothing run twice.
-Finished executions are kept for a while, then forgotten.
+
+The agent itself may restart under a running command: every execution leaves a marker file
+holding its guest-side key, and the guest logs the command's output. A new agent process that
+is asked for an exec id it has a marker for attaches to the guest's log instead of running the
+command again, and the caller still gets every byte and the exit code.
+
+Finished executions are kept for a while, then forgotten (and the guest drops its log).
 """
 
 from __future__ import annotations
@@ -18,7 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.hypervisor.drivers.base import ExecEvent, Exit, GuestChannel, Stderr, Stdout
+from services.hypervisor.drivers.base import (
+    ExecEvent,
+    ExecutionLost,
+    Exit,
+    GuestChannel,
+    Stderr,
+    Stdout,
+    check_exec_key,
+    new_exec_key,
+)
 
 LOG = logging.getLogger(__name__)
 EXEC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -29,6 +44,8 @@ RETENTION_S = 600.0
 @dataclass
 class ExecSession:
     vm_id: str
+    key: str = ""
+    guest: GuestChannel | None = None
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     exit_code: int | None = None
@@ -48,6 +65,8 @@ class ExecSession:
                     case Exit(code):
                         self.exit_code = code
                 self._wake()
+        except ExecutionLost as exc:
+            self.error = FailedPrecondition(f"the guest no longer has this execution's output: {exc}", reason="EXEC_LOST")
         except Exception as exc:  # the guest or its channel went away
             self.error = exc
         finally:
@@ -85,15 +104,15 @@ class ExecSession:
 class ExecSessions:
     def __init__(self) -> None:
         self._sessions: dict[tuple[str, str], ExecSession] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     async def open(
         self, vm_id: str, exec_id: str, start: Callable[[], Awaitable[GuestChannel]], command: str, uid: int, marker_dir: Path
     ) -> ExecSession:
-        """The execution with this id, started now if it is not known.
+        """The execution with this id: followed again if it is known, started now if not.
 
-        Every execution leaves a marker in marker_dir (the VM's run directory), so that an agent
-        restarted under a running command refuses to run it a second time: its output died with
-        the previous agent, and the caller is told so (EXEC_LOST)."""
+        The marker in marker_dir (the VM's run directory) outlives this process; it is how a
+        restarted agent knows an exec id was started before, and under which guest key."""
         if not EXEC_ID.match(exec_id):
             raise InvalidArgument("exec_id must be 1-64 letters, digits, '-' or '_'", reason="INVALID_EXEC_ID")
         self._forget_old()
@@ -104,16 +123,27 @@ class ExecSessions:
             return session
         marker = marker_dir / exec_id
         if marker.exists():
-            raise FailedPrecondition(
-                f"execution {exec_id} on {vm_id} was started by an agent that has since restarted; its output is lost",
-                reason="EXEC_LOST",
-            )
+            guest_key = marker.read_text().strip()
+            try:
+                check_exec_key(guest_key)
+            except ValueError:
+                raise FailedPrecondition(
+                    f"execution {exec_id} on {vm_id} was started by an earlier agent and left no guest key; its output is lost",
+                    reason="EXEC_LOST",
+                ) from None
+            LOG.info("exec %s on %s: started by an earlier agent process; following the guest's log", exec_id, vm_id)
+            guest = await start()
+            session = self._begin(key, ExecSession(vm_id, guest_key, guest), guest.attach(guest_key))
+            return session
         marker_dir.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        guest_key = new_exec_key()
+        marker.write_text(guest_key + "\n")
         guest = await start()
-        session = ExecSession(vm_id)
+        return self._begin(key, ExecSession(vm_id, guest_key, guest), guest.exec(command, uid=uid, key=guest_key))
+
+    def _begin(self, key: tuple[str, str], session: ExecSession, events: AsyncIterator[ExecEvent]) -> ExecSession:
         self._sessions[key] = session
-        session.task = asyncio.create_task(session.pump(guest.exec(command, uid=uid)))
+        session.task = asyncio.create_task(session.pump(events))
         return session
 
     def _forget_old(self) -> None:
@@ -121,6 +151,14 @@ class ExecSessions:
         for key, session in list(self._sessions.items()):
             if session.finished_at and now - session.finished_at > RETENTION_S:
                 del self._sessions[key]
+                if session.guest is not None and session.exit_code is not None:
+                    self._forgetting.add(asyncio.create_task(self._forget_in_guest(session.guest, session.key)))
+
+    async def _forget_in_guest(self, guest: GuestChannel, key: str) -> None:
+        try:
+            await guest.forget(key)
+        finally:
+            self._forgetting.discard(asyncio.current_task())
 
     async def close(self) -> None:
         for session in self._sessions.values():

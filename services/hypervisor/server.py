@@ -47,6 +47,9 @@ class HypervisorAgentConfig:
     fake_memory_mib: int = 65536
     lease_ttl: int = 5
     cpu_allocation_ratio: float = 1.0
+    domain_prefix: str = ""
+    """libvirt domain names of this agent's VMs start with this (default wnodes-<host>-); the
+    agent treats every domain with the prefix as its own."""
     qemu_as_root: bool = False
     """Run QEMU as root (a one-machine development stack whose state lives in private
     directories); a site keeps libvirt's unprivileged qemu user."""
@@ -67,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     p.add_argument("--fake-memory-mib", type=int, default=65536)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--cpu-allocation-ratio", type=float, default=1.0, help="vCPUs offered per physical CPU")
+    p.add_argument("--domain-prefix", default=config.env("HYPERVISOR_DOMAIN_PREFIX", ""),
+                   help="libvirt domain name prefix (default wnodes-<host>-); every domain with it is this agent's")
     p.add_argument("--qemu-as-root", action="store_true", help="run QEMU as root (development stacks in private directories)")
     a = p.parse_args(argv)
     if a.simulate > 1 and a.driver != "fake":
@@ -74,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     return HypervisorAgentConfig(
         host=a.host, driver=a.driver, listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root,
         imagestore=a.imagestore, state_dir=a.state_dir, libvirt_uri=a.libvirt_uri, simulate=a.simulate,
-        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root, cpu_allocation_ratio=a.cpu_allocation_ratio,
+        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root, domain_prefix=a.domain_prefix, cpu_allocation_ratio=a.cpu_allocation_ratio,
     )
 
 
@@ -84,7 +89,7 @@ def _driver(cfg: HypervisorAgentConfig, run_dir: Path) -> HypervisorDriver:
     from services.hypervisor.drivers.libvirt.driver import LibvirtDriver
 
     return LibvirtDriver(
-        uri=cfg.libvirt_uri, run_dir=run_dir, domain_prefix=f"wnodes-{cfg.host}-", dac_label="+0:+0" if cfg.qemu_as_root else None
+        uri=cfg.libvirt_uri, run_dir=run_dir, domain_prefix=cfg.domain_prefix or f"wnodes-{cfg.host}-", dac_label="+0:+0" if cfg.qemu_as_root else None
     )
 
 

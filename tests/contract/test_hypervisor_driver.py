@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.hypervisor.drivers.base import DomainSpec, DriverError, HypervisorDriver
+from services.hypervisor.drivers.base import DomainSpec, DriverError, ExecutionLost, Exit, HypervisorDriver, Stdout, new_exec_key
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.drivers.libvirt.driver import LibvirtDriver
 
@@ -73,3 +73,15 @@ async def test_fake_guest_speaks_the_channel_protocol(tmp_path: Path) -> None:
     events = [e async for e in guest.exec("echo hi; exit 4")]
     assert [type(e).__name__ for e in events] == ["Stdout", "Exit"]
     assert events[0].data == b"hi\n" and events[1].code == 4  # type: ignore[union-attr]
+
+
+async def test_fake_guest_keeps_an_execution_to_attach_to(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    await driver.define_and_start(spec("vm-d2", tmp_path))
+    key = new_exec_key()
+    first = [e async for e in driver.guest("vm-d2").exec("echo a; exit 2", key=key)]
+    again = [e async for e in driver.guest("vm-d2").attach(key)]
+    assert again == first == [Stdout(b"a\n"), Exit(2)]
+    await driver.guest("vm-d2").forget(key)
+    with pytest.raises(ExecutionLost):
+        [e async for e in driver.guest("vm-d2").attach(key)]

@@ -37,7 +37,7 @@ def test_agent_sigkill_then_restart_adopts_running_vms(vm_stack: Stack) -> None:
         assert all(v.state == ACTIVE for v in vms)
         # A file written before the crash proves the same guest survives it.
         assert exec_output(client, vms[0].name, "echo before > /tmp/mark; cat /tmp/mark") == ("before\n", 0)
-        before = sorted(domains())
+        before = sorted(domains(vm_stack))
         assert len(before) == 2
 
         vm_stack.kill("hypervisor0")
@@ -55,12 +55,12 @@ def test_agent_sigkill_then_restart_adopts_running_vms(vm_stack: Stack) -> None:
                 break
             assert time.monotonic() < deadline, f"registry did not settle: {current}"
             time.sleep(0.5)
-        assert sorted(domains()) == before, "libvirt and the registry disagree after the restart"
+        assert sorted(domains(vm_stack)) == before, "libvirt and the registry disagree after the restart"
         assert exec_output(client, vms[0].name, "cat /tmp/mark") == ("before\n", 0)
         for v in vms:
             client.delete_vm(v.name).result(timeout=120)
-    assert domains() == []
+    assert domains(vm_stack) == []
     assert stacks.etcd_prefix(state, "/vms/") == {}
     stacks.check_registry_invariants(state)
-    leftover = subprocess.run(["pgrep", "-f", "wnodes-hv0-vm-"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", f"{vm_stack.domain_prefix}vm-"], capture_output=True, text=True)
     assert leftover.stdout == "", "a QEMU process outlived its VM"

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from services.hypervisor.drivers.base import DomainSpec, ExecEvent, Exit, GuestChannel, HypervisorDriver, Stderr, Stdout
+from services.hypervisor.drivers.base import (
+    DomainSpec,
+    ExecEvent,
+    Exit,
+    GuestChannel,
+    HypervisorDriver,
+    Stderr,
+    Stdout,
+    new_exec_key,
+)
 from services.hypervisor.drivers.libvirt import LibvirtDriver
 
 pytestmark = pytest.mark.e2e
@@ -94,9 +103,13 @@ def make_spec(work_dir: Path, image_name: str, vm_id: str, memory_mib: int = 128
 
 
 async def run(channel: GuestChannel, command: str, uid: int = 0) -> tuple[bytes, bytes, int]:
+    return await collect(channel.exec(command, uid))
+
+
+async def collect(stream: AsyncIterator[ExecEvent]) -> tuple[bytes, bytes, int]:
     out, err, codes = b"", b"", []
     events: list[ExecEvent] = []
-    async for event in channel.exec(command, uid):
+    async for event in stream:
         events.append(event)
         if isinstance(event, Stdout):
             out += event.data
@@ -153,8 +166,9 @@ async def test_tiny_lifecycle_and_crash_adoption(driver: LibvirtDriver, work_dir
     # starts a command and is SIGKILLed; the first driver only lets go of the channel first
     # (QEMU serves one host end per socket at a time).
     await driver.guest(vm_id).close()
+    key = new_exec_key()
     crashed = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_AGENT, str(work_dir / "run"), PREFIX, vm_id],
+        [sys.executable, "-c", CRASHING_AGENT, str(work_dir / "run"), PREFIX, vm_id, key],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -171,11 +185,14 @@ async def test_tiny_lifecycle_and_crash_adoption(driver: LibvirtDriver, work_dir
         infos = await adopter.list()
         ready = await adopter.guest(vm_id).wait_ready(BOOT_TIMEOUT)
         out, err, code = await run(adopter.guest(vm_id), "cat /tmp/mark; echo e >&2")
+        late = await collect(adopter.guest(vm_id).attach(key))
 
-        # Assert: same guest, and the output of the killed agent's command does not leak in
+        # Assert: same guest; the output of the killed agent's command does not leak into
+        # another command, and following its key gets all of it
         assert [(i.vm_id, i.running) for i in infos] == [(vm_id, True)]
         assert ready.kernel_release == kernel
         assert (out, err, code) == (b"marker\n", b"e\n", 0)
+        assert late == (b"early\nlate output of a killed agent\n", b"late\n", 0)
 
         # Execute: destroy, twice
         await adopter.destroy(vm_id)
@@ -198,7 +215,7 @@ async def main():
     driver = LibvirtDriver("qemu:///system", sys.argv[2], run_dir=Path(sys.argv[1]))
     guest = driver.guest(sys.argv[3])
     await guest.wait_ready(60)
-    events = guest.exec("sleep 1; echo late output of a killed agent; echo late >&2")
+    events = guest.exec("echo early; sleep 1; echo late output of a killed agent; echo late >&2", key=sys.argv[4])
     task = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0.3)
     print("exec started", flush=True)
@@ -263,5 +280,28 @@ async def test_debian12_boots(driver: LibvirtDriver, work_dir: Path) -> None:
     assert ready.kernel_release == debian_kernel_release()
     assert (out, err, code) == (b"debian 12\n2\ndash\n", b"", 0)
     assert (out_user, code_user) == (b"65534\n/nonexistent\n", 0)
+    await check_guest_agent(driver.guest("deb1"))  # under dash
     await driver.destroy("deb1")
     assert await driver.list() == []
+
+
+async def check_guest_agent(guest: GuestChannel) -> None:
+    """What the guest agent must do under any /bin/sh: large output whole (frames are cut at
+    1 MiB), commands side by side (the agent stays responsive while one runs), no zombies."""
+    big = await run(guest, "head -c 1500000 /dev/zero | tr '\\0' x; echo; echo done >&2")
+    assert big == (b"x" * 1_500_000 + b"\n", b"done\n", 0)
+    slow, quick = await asyncio.gather(run(guest, "sleep 1; echo slow"), run(guest, "echo quick; exit 2"))
+    assert (slow, quick) == ((b"slow\n", b"", 0), (b"quick\n", b"", 2))
+    for _ in range(8):
+        await run(guest, "true")
+    out, _, _ = await run(guest, "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l")
+    # The last command's shell may not be reaped yet; a dozen commands must not leave a dozen.
+    assert int(out) <= 2, f"zombies pile up in the guest: {out!r}"
+
+
+async def test_tiny_guest_agent(driver: LibvirtDriver, work_dir: Path) -> None:
+    spec = make_spec(work_dir, "tiny", "agent1")
+    await driver.define_and_start(spec)
+    await driver.guest("agent1").wait_ready(BOOT_TIMEOUT)
+    await check_guest_agent(driver.guest("agent1"))  # under busybox ash
+    await driver.destroy("agent1")

@@ -19,9 +19,10 @@ def run(stack: Stack, *args: str, timeout: float = 240) -> subprocess.CompletedP
     return subprocess.run([wnodes_bin(), "run", *args], capture_output=True, text=True, env=env_for(stack), timeout=timeout)
 
 
-def domains(prefix: str = "wnodes-hv0-") -> list[str]:
+def domains(stack: Stack) -> list[str]:
+    """The libvirt domains of this stack's VMs."""
     out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True, text=True, check=True)
-    return [d for d in out.stdout.split() if d.startswith(prefix)]
+    return [d for d in out.stdout.split() if d.startswith(stack.domain_prefix)]
 
 
 def test_prints_the_guest_kernel_not_the_hosts(vm_stack: Stack) -> None:
@@ -44,7 +45,7 @@ def test_five_concurrent_runs_then_no_domain_left(vm_stack: Stack) -> None:
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"run-{i}\nvwn-")
     assert len({r.stdout.splitlines()[1] for r in results}) == 5, "two runs shared a VM"
-    assert domains() == []
+    assert domains(vm_stack) == []
     state = vm_stack.state
     assert state is not None
     assert stacks.etcd_prefix(state, "/vms/") == {}

@@ -5,19 +5,25 @@
 # (wnodes.hostname=NAME); brings up lo; finds the virtio-serial ports named org.wnodes.control,
 # org.wnodes.stdout and org.wnodes.stderr; writes "READY <kernel release>\n" to the control port.
 #
-# Control protocol (one line per message, fields separated by one space):
+# Control protocol (one line per message, fields separated by one space; a nonce is 32 hex digits):
 #   host -> guest  PING                         guest answers  READY <kernel release>
-#   host -> guest  EXEC <nonce> <uid> <base64>  runs `sh -c "<decoded command>"` as uid, stdin
-#                                               /dev/null, stdout to org.wnodes.stdout, stderr to
-#                                               org.wnodes.stderr, unbuffered. The nonce bytes (no
-#                                               newline, nothing around them) are written to both
-#                                               ports before the command starts (start markers: the
-#                                               host drops whatever came before, e.g. the tail of
-#                                               a command whose host end crashed) and again after
-#                                               it ended (end markers); then EXIT <nonce> <code>
-#                                               goes to control
+#   host -> guest  EXEC <nonce> <uid> <base64>  starts `sh -c "<decoded command>"` as uid in the
+#                                               background, stdin /dev/null, stdout and stderr to
+#                                               log files in $EXEC_ROOT/<nonce>; the streamer sends
+#                                               them as frames, then EXIT <nonce> <code> <stdout
+#                                               bytes> <stderr bytes> goes to control
+#   host -> guest  ATTACH <nonce> <out> <err>   sends that execution's output again from those
+#                                               offsets (and its EXIT once it ended); a host end
+#                                               that restarted uses it to get back what it lost.
+#                                               Unknown nonce: LOST <nonce>
+#   host -> guest  FORGET <nonce>               deletes an ended execution's logs
 #   host -> guest  POWEROFF                     powers the guest off at once
 #   anything else                               guest answers  ERROR <message>
+# Output frames, on org.wnodes.stdout and org.wnodes.stderr: a line "WNF1 <nonce> <offset>
+# <length>" and then exactly <length> bytes of the log from <offset>. Offsets make a frame
+# self-describing: the host end keeps what continues what it has, drops repeats and asks again
+# (ATTACH) after a gap, so no byte is lost or doubled when it reconnects mid-frame.
+# Commands run concurrently; one streamer process writes all frames, so frames never interleave.
 # The guest may also send READY on its own: at boot, and whenever the host end reconnects (a read
 # from a virtio-serial port gives end-of-file while the host end is closed; a write blocks until it
 # opens again). The host must skip READY lines it did not ask for.
@@ -156,29 +162,171 @@ run_as() {
     fi
 }
 
-run_exec() {
-    # $1: nonce, $2: uid, $3: base64 of the command
-    _code=0
-    printf '%s' "$1" >&4
-    printf '%s' "$1" >&5
-    case "$2" in
-        '' | *[!0-9]*)
-            echo "wnodes-init: bad uid '$2'" >&5
-            _code=125
-            ;;
-        *)
-            if _cmd=$(printf '%s' "$3" | base64 -d 2>/dev/null); then
-                run_as "$2" "$_cmd" </dev/null >&4 2>&5 3>&- 4>&- 5>&-
-                _code=$?
-            else
-                echo "wnodes-init: command is not valid base64" >&5
-                _code=125
+# Executions: $EXEC_ROOT/<nonce>/ holds out and err (the logs), code (once the command ended),
+# sent (the offsets streamed so far), seek (offsets an ATTACH asked for) and active (still to be
+# streamed). Root only: a job must not learn nonces and forge frames.
+# The streamer's tools come from the agent's own static busybox (deploy/images/build.py installs
+# it off the users' PATH): it starts far faster than a dynamically linked tool under emulation
+# (TCG), and the streamer runs tools many times a second.
+BB=
+[ -x /usr/lib/wnodes/busybox ] && BB=/usr/lib/wnodes/busybox
+EXEC_ROOT=/run/wnodes/exec
+$BB mkdir -p "$EXEC_ROOT" && chmod 700 /run/wnodes "$EXEC_ROOT"
+STREAMER_LOCK=$EXEC_ROOT/.streamer
+
+is_nonce() {
+    case "$1" in '' | *[!0-9a-f]*) return 1 ;; esac
+    [ "${#1}" = 32 ]
+}
+
+is_count() {
+    case "$1" in '' | *[!0-9]*) return 1 ;; esac
+}
+
+send_frame() {
+    # $1: log file, $2: nonce, $3: offset, $4: length; stdout is the port
+    printf 'WNF1 %s %s %s\n' "$2" "$3" "$4"
+    $BB dd if="$1" bs=65536 skip="$3" count="$4" iflag=skip_bytes,count_bytes 2>/dev/null
+}
+
+stream_one() {
+    # $1: execution directory. Sends what is new, at most 1 MiB per stream; returns 0 if it sent
+    # anything. Once the command ended and everything is sent: EXIT, and the directory is done.
+    _d=$1 _n=${1##*/}
+    # Nothing written since the last look (sent is rewritten at every look): skip the stat, a
+    # fork. File times are coarse (a clock tick), so equal times count as maybe newer.
+    if [ ! -e "$_d/seek" ] && [ ! -e "$_d/code" ] && [ "$_d/sent" -nt "$_d/out" ] && [ "$_d/sent" -nt "$_d/err" ]; then
+        return 1
+    fi
+    if [ -e "$_d/seek" ]; then
+        read -r _oo _eo <"$_d/seek"
+        $BB rm -f "$_d/seek"
+    else
+        read -r _oo _eo <"$_d/sent"
+    fi
+    _ended=0
+    [ -e "$_d/code" ] && _ended=1 # before the sizes: if it ended, they are final
+    set -- $($BB stat -c %s "$_d/out" "$_d/err")
+    _moved=0
+    if [ "$1" -gt "$_oo" ]; then
+        _len=$(($1 - _oo))
+        [ "$_len" -gt 1048576 ] && _len=1048576
+        send_frame "$_d/out" "$_n" "$_oo" "$_len" >&4
+        _oo=$((_oo + _len)) _moved=1
+    fi
+    if [ "$2" -gt "$_eo" ]; then
+        _len=$(($2 - _eo))
+        [ "$_len" -gt 1048576 ] && _len=1048576
+        send_frame "$_d/err" "$_n" "$_eo" "$_len" >&5
+        _eo=$((_eo + _len)) _moved=1
+    fi
+    printf '%s %s\n' "$_oo" "$_eo" >"$_d/sent"
+    if [ "$_ended" = 1 ] && [ "$_oo" = "$1" ] && [ "$_eo" = "$2" ]; then
+        read -r _code <"$_d/code"
+        printf 'EXIT %s %s %s %s\n' "$_n" "$_code" "$_oo" "$_eo" >&3
+        $BB rm -f "$_d/active"
+        # An ATTACH may have come between reading seek and removing active: it writes seek
+        # before active, so looking again here cannot miss it.
+        [ -e "$_d/seek" ] && : >"$_d/active"
+    fi
+    [ "$_moved" = 1 ]
+}
+
+streamer() {
+    # The one process writing frames. Polls the logs: every 10 ms for the first 20 idle rounds
+    # (most commands are short), then backing off to 250 ms. Leaves when nothing is active (see
+    # wake_streamer).
+    _nap=0.01 _idle=0
+    while :; do
+        _any=0 _busy=0
+        for _d in "$EXEC_ROOT"/*/active; do
+            [ -e "$_d" ] || continue
+            _any=1
+            stream_one "${_d%/active}" && _busy=1
+        done
+        if [ "$_any" = 0 ]; then
+            $BB rmdir "$STREAMER_LOCK"
+            # Work added after the scan above and before the rmdir found the lock taken and left
+            # it to this process: look once more, and carry on if there is some.
+            set -- "$EXEC_ROOT"/*/active
+            [ -e "$1" ] && $BB mkdir "$STREAMER_LOCK" 2>/dev/null && continue
+            return 0
+        fi
+        if [ "$_busy" = 1 ]; then
+            _nap=0.01 _idle=0
+        else
+            $BB sleep "$_nap"
+            _idle=$((_idle + 1))
+            if [ "$_idle" -gt 20 ]; then
+                case "$_nap" in
+                    0.01) _nap=0.02 ;; 0.02) _nap=0.05 ;; 0.05) _nap=0.1 ;; *) _nap=0.25 ;;
+                esac
             fi
-            ;;
-    esac
-    printf '%s' "$1" >&4
-    printf '%s' "$1" >&5
-    printf 'EXIT %s %s\n' "$1" "$_code" >&3
+        fi
+    done
+}
+
+wake_streamer() {
+    # Called after marking work active: starts the streamer unless one runs (the lock directory
+    # is its token: exactly one holder at a time).
+    if $BB mkdir "$STREAMER_LOCK" 2>/dev/null; then
+        streamer &
+    fi
+}
+
+start_exec() {
+    # $1: nonce, $2: uid, $3: base64 of the command
+    if ! is_nonce "$1"; then
+        printf 'ERROR EXEC: bad nonce %s\n' "$1" >&3
+        return
+    fi
+    _d=$EXEC_ROOT/$1
+    if ! $BB mkdir "$_d" 2>/dev/null; then
+        printf 'ERROR EXEC: execution %s exists\n' "$1" >&3
+        return
+    fi
+    : >"$_d/out"
+    : >"$_d/err"
+    echo "0 0" >"$_d/sent"
+    if ! is_count "$2"; then
+        echo "wnodes-init: bad uid '$2'" >"$_d/err"
+        echo 125 >"$_d/code"
+    elif ! _cmd=$(printf '%s' "$3" | $BB base64 -d 2>/dev/null); then
+        echo "wnodes-init: command is not valid base64" >"$_d/err"
+        echo 125 >"$_d/code"
+    else
+        (
+            run_as "$2" "$_cmd" </dev/null >"$_d/out" 2>"$_d/err" 3>&- 4>&- 5>&-
+            echo "$?" >"$_d/code.new"
+            $BB mv "$_d/code.new" "$_d/code"
+        ) 3>&- 4>&- 5>&- &
+    fi
+    : >"$_d/active"
+    wake_streamer
+}
+
+attach_exec() {
+    # $1: nonce, $2 and $3: stdout and stderr offsets to send from
+    if ! is_nonce "$1" || ! is_count "$2" || ! is_count "$3"; then
+        printf 'ERROR ATTACH: bad arguments\n' >&3
+        return
+    fi
+    _d=$EXEC_ROOT/$1
+    if [ ! -d "$_d" ]; then
+        printf 'LOST %s\n' "$1" >&3
+        return
+    fi
+    printf '%s %s\n' "$2" "$3" >"$_d/seek.new"
+    $BB mv "$_d/seek.new" "$_d/seek"
+    : >"$_d/active"
+    wake_streamer
+}
+
+forget_exec() {
+    # $1: nonce. Only ended executions: a running one keeps its logs.
+    if is_nonce "$1" && [ -e "$EXEC_ROOT/$1/code" ] && [ ! -e "$EXEC_ROOT/$1/active" ]; then
+        $BB rm -rf "${EXEC_ROOT:?}/$1"
+    fi
 }
 
 printf 'READY %s\n' "$KREL" >&3
@@ -191,7 +339,9 @@ while :; do
     fi
     case "$verb" in
         PING) printf 'READY %s\n' "$KREL" >&3 ;;
-        EXEC) run_exec "$a1" "$a2" "$a3" ;;
+        EXEC) start_exec "$a1" "$a2" "$a3" ;;
+        ATTACH) attach_exec "$a1" "$a2" "$a3" ;;
+        FORGET) forget_exec "$a1" ;;
         POWEROFF) power_off ;;
         '') ;;
         *) printf 'ERROR unknown command %s\n' "$verb" >&3 ;;

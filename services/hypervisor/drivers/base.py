@@ -14,6 +14,8 @@ Drivers never import grpc or generated protobuf code: the agent converts at its 
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,10 @@ class DomainNotFound(DriverError):
 
 class GuestNotReady(DriverError):
     """The guest did not give its ready signal in time, or its channel is gone."""
+
+
+class ExecutionLost(DriverError):
+    """The guest does not know the execution asked for (it rebooted, or forgot it)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,18 @@ class Exit:
 
 ExecEvent = Stdout | Stderr | Exit
 
+_EXEC_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_exec_key() -> str:
+    """A fresh execution key: 32 random hex digits, so it cannot collide with anything in output."""
+    return secrets.token_hex(16)
+
+
+def check_exec_key(key: str) -> None:
+    if not _EXEC_KEY.match(key):
+        raise ValueError(f"an execution key is 32 lowercase hex digits, not {key!r}")
+
 
 @dataclass(frozen=True)
 class GuestReady:
@@ -122,12 +140,23 @@ class GuestChannel(Protocol):
         """Returns once the guest signalled readiness; raises GuestNotReady after timeout."""
         ...
 
-    def exec(self, command: str, uid: int = 0) -> AsyncIterator[ExecEvent]:
-        """Runs a shell command in the guest as uid.
+    def exec(self, command: str, uid: int = 0, key: str = "") -> AsyncIterator[ExecEvent]:
+        """Runs a shell command in the guest as uid, under key (new_exec_key() if empty).
 
-        Yields Stdout and Stderr chunks as the guest writes them, then exactly one Exit. Calls
-        on one guest are serialised.
+        Yields Stdout and Stderr chunks as the guest writes them, then exactly one Exit. The
+        command runs on in the guest if the caller stops listening; commands may run
+        concurrently.
         """
+        ...
+
+    def attach(self, key: str) -> AsyncIterator[ExecEvent]:
+        """Follows an execution started earlier, maybe through another channel object or by an
+        agent process that has since died: all its output from the start, then its Exit.
+        Raises ExecutionLost if the guest does not know it."""
+        ...
+
+    async def forget(self, key: str) -> None:
+        """Lets the guest drop an ended execution's output. Best effort: never raises."""
         ...
 
     async def close(self) -> None:

@@ -11,21 +11,61 @@ from __future__ import annotations
 import asyncio
 import shlex
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainSpec,
     DriverError,
     ExecEvent,
+    ExecutionLost,
     Exit,
     GuestNotReady,
     GuestReady,
     HostResources,
     Stderr,
     Stdout,
+    check_exec_key,
+    new_exec_key,
 )
 
 FAKE_KERNEL = "6.1.0-fake"
+
+
+@dataclass
+class _FakeExecution:
+    """A command's output as a guest would log it: kept until forgotten, followable again."""
+
+    events: list[ExecEvent] = field(default_factory=list)
+    error: Exception | None = None
+    done: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, event: ExecEvent) -> None:
+        self.events.append(event)
+        self._wake()
+
+    def end(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def follow(self) -> AsyncIterator[ExecEvent]:
+        seen = 0
+        while True:
+            changed = self.changed
+            while seen < len(self.events):
+                seen += 1
+                yield self.events[seen - 1]
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                return
+            await changed.wait()
 
 
 class FakeGuestChannel:
@@ -33,48 +73,80 @@ class FakeGuestChannel:
         self._driver = driver
         self._vm_id = vm_id
         self._hostname = hostname
-        self._lock = asyncio.Lock()
 
     async def wait_ready(self, timeout: float) -> GuestReady:
         if self._vm_id not in self._driver.domains:
             raise GuestNotReady(f"{self._vm_id}: no such domain")
         return GuestReady(kernel_release=FAKE_KERNEL)
 
-    async def exec(self, command: str, uid: int = 0) -> AsyncIterator[ExecEvent]:
-        async with self._lock:
-            code = 0
-            for statement in command.replace("\n", ";").split(";"):
-                words = shlex.split(statement)
-                if not words:
-                    continue
-                if self._vm_id not in self._driver.domains:
-                    raise GuestNotReady(f"{self._vm_id}: the domain went away")
-                match words:
-                    case ["echo", *rest]:
-                        yield Stdout((" ".join(rest) + "\n").encode())
-                        code = 0
-                    case ["uname", "-r"]:
-                        yield Stdout(f"{FAKE_KERNEL}\n".encode())
-                    case ["hostname"]:
-                        yield Stdout(f"{self._hostname}\n".encode())
-                    case ["cat", "/etc/os-release"]:
-                        yield Stdout(b'ID=wnodes-fake\nPRETTY_NAME="WNoDeS fake guest"\n')
-                    case ["sleep", seconds]:
-                        await asyncio.sleep(float(seconds))
-                    case ["exit", status]:
-                        yield Exit(int(status))
-                        return
-                    case ["true"]:
-                        code = 0
-                    case ["false"]:
-                        code = 1
-                    case _:
-                        yield Stderr(f"fake guest: {words[0]}: not found\n".encode())
-                        code = 127
-            yield Exit(code)
+    async def exec(self, command: str, uid: int = 0, key: str = "") -> AsyncIterator[ExecEvent]:
+        key = key or new_exec_key()
+        check_exec_key(key)
+        if self._vm_id not in self._driver.domains:
+            raise GuestNotReady(f"{self._vm_id}: no such domain")
+        executions = self._driver.executions.setdefault(self._vm_id, {})
+        if key in executions:
+            raise GuestNotReady(f"{self._vm_id}: execution {key} exists")
+        execution = executions[key] = _FakeExecution()
+        self._driver.tasks.add(asyncio.create_task(self._run(command, execution)))
+        async for event in execution.follow():
+            yield event
+
+    async def attach(self, key: str) -> AsyncIterator[ExecEvent]:
+        check_exec_key(key)
+        execution = self._driver.executions.get(self._vm_id, {}).get(key)
+        if execution is None:
+            raise ExecutionLost(f"{self._vm_id}: no execution {key}")
+        async for event in execution.follow():
+            yield event
+
+    async def forget(self, key: str) -> None:
+        execution = self._driver.executions.get(self._vm_id, {}).get(key)
+        if execution is not None and execution.done:
+            del self._driver.executions[self._vm_id][key]
 
     async def close(self) -> None:
         return None
+
+    async def _run(self, command: str, execution: _FakeExecution) -> None:
+        try:
+            execution.add(Exit(await self._interpret(command, execution)))
+            execution.end()
+        except GuestNotReady as exc:
+            execution.end(exc)
+        finally:
+            self._driver.tasks.discard(asyncio.current_task())
+
+    async def _interpret(self, command: str, execution: _FakeExecution) -> int:
+        code = 0
+        for statement in command.replace("\n", ";").split(";"):
+            words = shlex.split(statement)
+            if not words:
+                continue
+            if self._vm_id not in self._driver.domains:
+                raise GuestNotReady(f"{self._vm_id}: the domain went away")
+            match words:
+                case ["echo", *rest]:
+                    execution.add(Stdout((" ".join(rest) + "\n").encode()))
+                    code = 0
+                case ["uname", "-r"]:
+                    execution.add(Stdout(f"{FAKE_KERNEL}\n".encode()))
+                case ["hostname"]:
+                    execution.add(Stdout(f"{self._hostname}\n".encode()))
+                case ["cat", "/etc/os-release"]:
+                    execution.add(Stdout(b'ID=wnodes-fake\nPRETTY_NAME="WNoDeS fake guest"\n'))
+                case ["sleep", seconds]:
+                    await asyncio.sleep(float(seconds))
+                case ["exit", status]:
+                    return int(status)
+                case ["true"]:
+                    code = 0
+                case ["false"]:
+                    code = 1
+                case _:
+                    execution.add(Stderr(f"fake guest: {words[0]}: not found\n".encode()))
+                    code = 127
+        return code
 
 
 class FakeDriver:
@@ -90,6 +162,9 @@ class FakeDriver:
         self._fail_on = fail_on
         self.domains: dict[str, DomainSpec] = {}
         self._channels: dict[str, FakeGuestChannel] = {}
+        # vm id -> execution key -> what the "guest" logged; lives and dies with the domain
+        self.executions: dict[str, dict[str, _FakeExecution]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def host_resources(self) -> HostResources:
         return self._resources
@@ -106,6 +181,7 @@ class FakeDriver:
     async def destroy(self, vm_id: str) -> None:
         self.domains.pop(vm_id, None)
         self._channels.pop(vm_id, None)
+        self.executions.pop(vm_id, None)
 
     async def list(self) -> list[DomainInfo]:
         return [DomainInfo(vm_id=v, running=True, detail="running") for v in self.domains]
@@ -120,4 +196,5 @@ class FakeDriver:
         return channel
 
     async def close(self) -> None:
-        return None
+        for task in list(self.tasks):
+            task.cancel()

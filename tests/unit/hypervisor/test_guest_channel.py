@@ -12,27 +12,46 @@ from pathlib import Path
 
 import pytest
 
-from services.hypervisor.drivers.base import ExecEvent, Exit, GuestChannel, GuestNotReady, Stderr, Stdout
+from services.hypervisor.drivers.base import (
+    ExecEvent,
+    ExecutionLost,
+    Exit,
+    GuestChannel,
+    GuestNotReady,
+    Stderr,
+    Stdout,
+    new_exec_key,
+)
 from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths
-from services.hypervisor.drivers.libvirt.guest_channel import VirtioSerialChannel, split_at_marker
+from services.hypervisor.drivers.libvirt.guest_channel import FrameReader, Piece, VirtioSerialChannel
+
+
+def frame(key: str, offset: int, data: bytes) -> bytes:
+    return f"WNF1 {key} {offset} {len(data)}\n".encode() + data
 
 
 @dataclass
 class FakeGuest:
     """Listens where QEMU would and answers like deploy/images/guest/wnodes-init.sh.
 
-    A command is a list of ("out"|"err", bytes) writes, looked up by its text in `scripts`;
-    `exit_first` sends EXIT before the end markers (the host must still wait for them),
-    `split_markers` writes each end marker in two pieces and `stale` is written before each start
-    marker (as the tail of an earlier command whose host end crashed would be).
+    A command is a list of ("out"|"err", bytes) writes, looked up by its text in `scripts`; the
+    guest logs them by key, so ATTACH sends them again. `exit_first` sends EXIT before the frames;
+    `chunk` writes frames in pieces of that many bytes; `stale` goes out before the first frame
+    (the tail of a frame a crashed host end read the start of); `repeat` sends each frame twice;
+    `skip_first` drops the first frame of each stream (as a crashed host end would have eaten it),
+    so the host must notice the gap and ask again.
     """
 
     paths: ChannelPaths
     scripts: dict[str, tuple[list[tuple[str, bytes]], int]] = field(default_factory=dict)
+    logs: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    codes: dict[str, int] = field(default_factory=dict)
     exit_first: bool = False
-    split_markers: bool = False
-    hang_on: str = ""
+    chunk: int = 0
     stale: bytes = b""
+    repeat: bool = False
+    skip_first: bool = False
+    hang_on: str = ""
     received: list[str] = field(default_factory=list)
     writers: dict[str, asyncio.StreamWriter] = field(default_factory=dict)
     servers: list[asyncio.Server] = field(default_factory=list)
@@ -65,33 +84,50 @@ class FakeGuest:
                 writer.write(b"READY 6.1.0-fake\n")
             elif verb == "EXEC":
                 await self._exec(args[0], base64.b64decode(args[2]).decode())
+            elif verb == "ATTACH":
+                if args[0] not in self.logs:
+                    writer.write(f"LOST {args[0]}\n".encode())
+                else:
+                    await self._stream(args[0], int(args[1]), int(args[2]), first=False)
             await writer.drain()
 
-    async def _exec(self, nonce: str, command: str) -> None:
+    async def _exec(self, key: str, command: str) -> None:
         if command == self.hang_on:
             await asyncio.Event().wait()
         writes, code = self.scripts.get(command, ([], 0))
-        for role in ("stdout", "stderr"):
-            self.writers[role].write(self.stale + nonce.encode())
-            await self.writers[role].drain()
-        if self.exit_first:
-            self.writers["control"].write(f"EXIT {nonce} {code}\n".encode())
-            await self.writers["control"].drain()
-            await asyncio.sleep(0.05)  # the host sees EXIT well before the output
+        log = self.logs[key] = {"stdout": b"", "stderr": b""}
+        self.codes[key] = code
         for stream, data in writes:
-            w = self.writers["stdout" if stream == "out" else "stderr"]
-            w.write(data)
-            await w.drain()
-            await asyncio.sleep(0)
-        for role in ("stdout", "stderr"):
-            marker = nonce.encode()
-            pieces = [marker[:5], marker[5:]] if self.split_markers else [marker]
+            log["stdout" if stream == "out" else "stderr"] += data
+        await self._stream(key, 0, 0, first=True)
+
+    async def _stream(self, key: str, out: int, err: int, *, first: bool) -> None:
+        log, code = self.logs[key], self.codes[key]
+        if self.exit_first:
+            await self._send("control", f"EXIT {key} {code} {len(log['stdout'])} {len(log['stderr'])}\n".encode())
+            await asyncio.sleep(0.05)  # the host sees EXIT well before the output
+        for role, offset in (("stdout", out), ("stderr", err)):
+            data = log[role][offset:]
+            if not data:
+                continue
+            await self._send(role, self.stale)
+            pieces = [frame(key, offset, data[:3]), frame(key, offset + 3, data[3:])] if len(data) > 3 else [frame(key, offset, data)]
+            if self.skip_first and first:
+                pieces = pieces[1:]
             for piece in pieces:
-                self.writers[role].write(piece)
-                await self.writers[role].drain()
-                await asyncio.sleep(0.01)
+                for _ in range(2 if self.repeat else 1):
+                    await self._send(role, piece)
         if not self.exit_first:
-            self.writers["control"].write(f"EXIT {nonce} {code}\n".encode())
+            await self._send("control", f"EXIT {key} {code} {len(log['stdout'])} {len(log['stderr'])}\n".encode())
+
+    async def _send(self, role: str, data: bytes) -> None:
+        writer = self.writers[role]
+        step = self.chunk or max(1, len(data))
+        for start in range(0, len(data), step):
+            writer.write(data[start : start + step])
+            await writer.drain()
+            if self.chunk:
+                await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -118,20 +154,26 @@ def conforms(channel: VirtioSerialChannel) -> GuestChannel:
     return channel
 
 
-@pytest.mark.parametrize(
-    ("buffer", "expected"),
-    [
-        (b"hello", (b"hello", b"", False)),
-        (b"hello MARK tail", (b"hello ", b"", True)),
-        (b"helloMA", (b"hello", b"MA", False)),
-        (b"M", (b"", b"M", False)),
-        (b"MARK", (b"", b"", True)),
-        (b"MAMARK", (b"MA", b"", True)),
-        (b"", (b"", b"", False)),
-    ],
-)
-def test_split_at_marker(buffer: bytes, expected: tuple[bytes, bytes, bool]) -> None:
-    assert split_at_marker(buffer, b"MARK") == expected
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def test_frame_reader_cuts_headers_split_across_reads() -> None:
+    stream = b"junk" + frame(KEY, 0, b"hello") + frame(KEY, 5, b" world")
+    for size in (1, 3, 7, len(stream)):
+        reader = FrameReader()
+        pieces: list[Piece] = []
+        for start in range(0, len(stream), size):
+            pieces.extend(reader.feed(stream[start : start + size]))
+        assert b"".join(p.data for p in pieces) == b"hello world", size
+        assert all(p.key == KEY for p in pieces)
+        assert [p.offset for p in pieces if p.data][0] == 0
+        assert reader.dropped == 4
+
+
+def test_frame_reader_keeps_header_lookalikes_inside_a_payload() -> None:
+    inner = frame("f" * 32, 9, b"x")
+    pieces = FrameReader().feed(frame(KEY, 0, inner))
+    assert b"".join(p.data for p in pieces) == inner
 
 
 async def test_wait_ready_pings_and_remembers(guest: FakeGuest) -> None:
@@ -189,9 +231,9 @@ async def test_exec_streams_output_and_exit(guest: FakeGuest) -> None:
 
 
 async def test_all_output_before_exit_even_when_exit_line_comes_first(guest: FakeGuest) -> None:
-    # Prepare: EXIT arrives before the output and the end markers, which come in pieces.
+    # Prepare: EXIT arrives before the output, whose frames come in small pieces.
     guest.exit_first = True
-    guest.split_markers = True
+    guest.chunk = 7
     guest.scripts["job"] = ([("out", b"a" * 100_000), ("err", b"e")], 0)
     channel = VirtioSerialChannel(guest.paths)
 
@@ -204,16 +246,16 @@ async def test_all_output_before_exit_even_when_exit_line_comes_first(guest: Fak
     await channel.close()
 
 
-async def test_marker_lookalike_output_is_kept(guest: FakeGuest) -> None:
-    # Output that starts like a nonce (hex digits) must come through whole.
-    guest.scripts["hex"] = ([("out", b"0123456789abcdef"), ("out", b"0123\n")], 0)
+async def test_frame_lookalike_output_is_kept(guest: FakeGuest) -> None:
+    text = b"WNF1 " + KEY.encode() + b" 0 3\nabc and 0123456789abcdef\n"
+    guest.scripts["echo"] = ([("out", text)], 0)
     channel = VirtioSerialChannel(guest.paths)
-    out, _, _ = await collect(channel.exec("hex"))
-    assert out == b"0123456789abcdef0123\n"
+    out, _, _ = await collect(channel.exec("echo"))
+    assert out == text
     await channel.close()
 
 
-async def test_execs_are_serialised(guest: FakeGuest) -> None:
+async def test_execs_run_concurrently(guest: FakeGuest) -> None:
     # Prepare
     guest.scripts["one"] = ([("out", b"1")], 1)
     guest.scripts["two"] = ([("out", b"2")], 2)
@@ -276,15 +318,65 @@ async def test_reconnect_after_close(guest: FakeGuest) -> None:
     await second.close()
 
 
-async def test_output_before_the_start_marker_is_dropped(guest: FakeGuest) -> None:
-    # Prepare: the tail of a command run for a crashed host end arrives first.
+async def test_bytes_outside_frames_and_repeats_are_dropped(guest: FakeGuest) -> None:
+    # Prepare: the tail of a frame read half by a crashed host end arrives first; frames repeat.
     guest.stale = b"late output of an earlier command" + b"f" * 40
-    guest.scripts["job"] = ([("out", b"mine\n")], 0)
+    guest.repeat = True
+    guest.scripts["job"] = ([("out", b"mine\n"), ("err", b"err\n")], 0)
     channel = VirtioSerialChannel(guest.paths)
 
     # Execute
     out, err, _ = await collect(channel.exec("job"))
 
     # Assert
-    assert (out, err) == (b"mine\n", b"")
+    assert (out, err) == (b"mine\n", b"err\n")
+    await channel.close()
+
+
+async def test_a_gap_makes_the_host_ask_again(guest: FakeGuest) -> None:
+    # Prepare: the first frame of each stream never arrives.
+    guest.skip_first = True
+    guest.scripts["job"] = ([("out", b"0123456789"), ("err", b"abcdef")], 4)
+    channel = VirtioSerialChannel(guest.paths)
+
+    # Execute
+    out, err, events = await collect(channel.exec("job"))
+
+    # Assert
+    assert (out, err, events[-1]) == (b"0123456789", b"abcdef", Exit(4))
+    assert any(line.startswith("ATTACH ") for line in guest.received)
+    await channel.close()
+
+
+async def test_a_new_host_end_attaches_and_gets_everything(guest: FakeGuest) -> None:
+    # Prepare: a command ran for a host end that is gone (a restarted agent).
+    guest.scripts["job"] = ([("out", b"before "), ("out", b"after\n"), ("err", b"e\n")], 5)
+    key = new_exec_key()
+    first = VirtioSerialChannel(guest.paths)
+    events = first.exec("job", key=key)
+    async for _ in events:
+        break
+    await events.aclose()  # type: ignore[attr-defined]
+    await first.close()
+
+    # Execute
+    second = VirtioSerialChannel(guest.paths)
+    out, err, seen = await collect(second.attach(key))
+
+    # Assert
+    assert (out, err, seen[-1]) == (b"before after\n", b"e\n", Exit(5))
+    await second.close()
+
+
+async def test_attach_to_an_unknown_execution_is_lost(guest: FakeGuest) -> None:
+    channel = VirtioSerialChannel(guest.paths)
+    with pytest.raises(ExecutionLost):
+        await collect(channel.attach(new_exec_key()))
+    await channel.close()
+
+
+async def test_keys_are_checked(guest: FakeGuest) -> None:
+    channel = VirtioSerialChannel(guest.paths)
+    with pytest.raises(ValueError, match="32 lowercase hex"):
+        await collect(channel.exec("job", key="not-a-key"))
     await channel.close()

@@ -1,22 +1,22 @@
 """The host end of a guest's virtio-serial channel: three unix sockets QEMU listens on.
 
-Protocol (the guest side is deploy/images/guest/wnodes-init.sh):
+Protocol (the guest side, and its full description, is deploy/images/guest/wnodes-init.sh):
 
-- ``org.wnodes.control`` carries lines. Host: ``PING``, ``EXEC <nonce> <uid> <base64 command>``,
-  ``POWEROFF``. Guest: ``READY <kernel release>`` (at boot, after each reconnection of the host
-  end and in answer to PING), ``EXIT <nonce> <code>`` when a command ended, ``ERROR <text>``.
-- ``org.wnodes.stdout`` and ``org.wnodes.stderr`` carry a command's output as written. A byte
-  stream has no per-command end of file, so the guest writes the nonce (32 hex digits, nothing
-  around them) to both before the command starts and again when it ended. This end drops what
-  comes before the start marker (the tail of an earlier command whose host end crashed, output of
-  background processes), strips the markers, and yields Exit only once both end markers and the
-  EXIT line arrived, so every byte written before the command ended is delivered before Exit.
+- ``org.wnodes.control`` carries lines. Host: ``PING``, ``EXEC <key> <uid> <base64 command>``,
+  ``ATTACH <key> <stdout offset> <stderr offset>``, ``FORGET <key>``, ``POWEROFF``. Guest:
+  ``READY <kernel release>`` (at boot, after each reconnection of the host end and in answer to
+  PING), ``EXIT <key> <code> <stdout bytes> <stderr bytes>`` once a command ended and its output
+  was sent, ``LOST <key>`` (ATTACH to an execution it does not know), ``ERROR <text>``.
+- ``org.wnodes.stdout`` and ``org.wnodes.stderr`` carry frames: ``WNF1 <key> <offset> <length>\\n``
+  then that many bytes of the command's log from that offset. The guest logs every command's
+  output to files and a single streamer sends them, so a host end that restarted mid-command (or
+  mid-frame) asks with ATTACH and gets the output again from any offset: nothing is lost, and
+  offsets make repeats harmless.
 
 The guest blocks writing to a port while the host end is not connected, and QEMU keeps what the
 host sends until the guest reads: either end may come first. Only one host end can be connected
 to a socket at a time; a second one waits until the first closes (QEMU accepts one client).
-
-Output outside a command's start and end markers is dropped.
+Commands run concurrently in the guest.
 """
 
 from __future__ import annotations
@@ -25,63 +25,115 @@ import asyncio
 import base64
 import contextlib
 import logging
-import secrets
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from services.hypervisor.drivers.base import ExecEvent, Exit, GuestNotReady, GuestReady, Stderr, Stdout
+from services.hypervisor.drivers.base import (
+    ExecEvent,
+    ExecutionLost,
+    Exit,
+    GuestNotReady,
+    GuestReady,
+    Stderr,
+    Stdout,
+    check_exec_key,
+    new_exec_key,
+)
 from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths
 
 LOG = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
 _QUEUE_SIZE = 256
+_FRAME_HEADER = re.compile(rb"WNF1 ([0-9a-f]{32}) ([0-9]{1,20}) ([0-9]{1,20})\n")
+_LONGEST_HEADER = 5 + 32 + 1 + 20 + 1 + 20 + 1
 
 
-def split_at_marker(buffer: bytes, marker: bytes) -> tuple[bytes, bytes, bool]:
-    """Splits a stream buffer at an end marker.
+@dataclass(frozen=True)
+class Piece:
+    """Bytes of one execution's log, at an offset."""
 
-    Returns (bytes that are output for sure, bytes to keep until more data arrives, whether the
-    marker was found). When the marker is found, what follows it is dropped. Otherwise only the
-    longest tail of the buffer that could be the start of the marker is kept back.
+    key: str
+    offset: int
+    data: bytes
+
+
+class FrameReader:
+    """Cuts a port's byte stream into pieces of frames, as the bytes arrive.
+
+    A frame's payload is handed on in pieces (a 1 MiB frame is not held back until it is whole).
+    Bytes outside a frame (the tail of a frame whose start a crashed host end read) are dropped.
     """
-    index = buffer.find(marker)
-    if index >= 0:
-        return buffer[:index], b"", True
-    for keep in range(min(len(marker) - 1, len(buffer)), 0, -1):
-        if buffer.endswith(marker[:keep]):
-            return buffer[:-keep], buffer[-keep:], False
-    return buffer, b"", False
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._key = ""
+        self._offset = 0
+        self._remaining = 0
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> list[Piece]:
+        pieces: list[Piece] = []
+        buffer = self._buffer + data
+        while buffer:
+            if self._remaining:
+                chunk = buffer[: self._remaining]
+                buffer = buffer[len(chunk) :]
+                pieces.append(Piece(self._key, self._offset, chunk))
+                self._offset += len(chunk)
+                self._remaining -= len(chunk)
+                continue
+            match = _FRAME_HEADER.search(buffer)
+            if match is None:
+                # Keep what could be the start of a header cut by the read.
+                keep = buffer[-(_LONGEST_HEADER - 1) :]
+                self.dropped += len(buffer) - len(keep)
+                buffer = keep
+                break
+            self.dropped += match.start()
+            self._key = match.group(1).decode()
+            self._offset = int(match.group(2))
+            self._remaining = int(match.group(3))
+            buffer = buffer[match.end() :]
+        self._buffer = buffer
+        return pieces
 
 
 class _Wake:
-    """Queued to wake an exec waiting for events after the channel failed."""
+    """Queued to wake a listener after the channel failed."""
 
 
 @dataclass
 class _Exec:
-    nonce: str
+    key: str
     queue: asyncio.Queue[ExecEvent | _Wake] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
-    pending: dict[str, bytes] = field(default_factory=lambda: {"stdout": b"", "stderr": b""})
-    started: dict[str, bool] = field(default_factory=lambda: {"stdout": False, "stderr": False})
-    ended: dict[str, bool] = field(default_factory=lambda: {"stdout": False, "stderr": False})
-    exit_code: int | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-    error: GuestNotReady | None = None
-    abandoned: bool = False
-
-    @property
-    def marker(self) -> bytes:
-        return self.nonce.encode()
+    received: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    # (code, stdout bytes, stderr bytes) from the EXIT line
+    exit: tuple[int, int, int] | None = None
+    finished: bool = False
+    # An ATTACH is on its way: later gaps are the guest still sending what came before it.
+    asked: bool = False
+    error: Exception | None = None
 
     async def emit(self, event: ExecEvent | _Wake) -> None:
-        if not self.abandoned:
-            await self.queue.put(event)
+        await self.queue.put(event)
 
-    def abandon(self) -> None:
-        self.abandoned = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_Wake())
+
+    async def events(self) -> AsyncIterator[ExecEvent]:
+        while True:
+            if self.error is not None and self.queue.empty():
+                raise self.error
+            event = await self.queue.get()
+            if isinstance(event, _Wake):
+                continue
+            yield event
+            if isinstance(event, Exit):
+                return
 
 
 class _Connection:
@@ -99,7 +151,7 @@ class _Connection:
         self.kernel_release = ""
         self.broken = asyncio.Event()
         self.error: GuestNotReady | None = None
-        self.current: _Exec | None = None
+        self.execs: dict[str, _Exec] = {}
         self._tasks = [
             asyncio.create_task(self._read_control(streams["control"][0])),
             asyncio.create_task(self._read_output("stdout", streams["stdout"][0])),
@@ -109,6 +161,18 @@ class _Connection:
     @property
     def alive(self) -> bool:
         return not self.broken.is_set()
+
+    def follow(self, key: str) -> _Exec:
+        if key in self.execs:
+            raise GuestNotReady(f"{self.name}: execution {key} is already followed on this channel")
+        job = self.execs[key] = _Exec(key)
+        if not self.alive:
+            job.fail(self.error or GuestNotReady(f"{self.name}: channel closed"))
+        return job
+
+    def unfollow(self, job: _Exec) -> None:
+        if self.execs.get(job.key) is job:
+            del self.execs[job.key]
 
     async def send(self, line: str) -> None:
         if not self.alive:
@@ -137,11 +201,8 @@ class _Connection:
             return
         self.error = GuestNotReady(f"{self.name}: {why}")
         self.broken.set()
-        job = self.current
-        if job is not None:
-            job.error = self.error
-            with contextlib.suppress(asyncio.QueueFull):
-                job.queue.put_nowait(_Wake())
+        for job in self.execs.values():
+            job.fail(self.error)
 
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -158,75 +219,83 @@ class _Connection:
             self.kernel_release = rest.strip()
             self.ready.set()
         elif verb == "EXIT":
-            nonce, _, code = rest.partition(" ")
-            job = self.current
-            if job is None or job.nonce != nonce:
-                LOG.debug("%s: ignoring EXIT of an earlier command", self.name)
+            fields = rest.split(" ")
+            job = self.execs.get(fields[0])
+            if job is None:
+                LOG.debug("%s: ignoring EXIT of a command nobody follows", self.name)
                 return
             try:
-                job.exit_code = int(code)
+                code, out, err = (int(f) for f in fields[1:4])
             except ValueError:
                 LOG.warning("%s: bad EXIT line %r", self.name, line)
-                job.exit_code = 255
+                job.fail(GuestNotReady(f"{self.name}: the guest agent sent a bad EXIT line {line!r}"))
+                return
+            job.exit = (code, out, err)
             await self._finish_if_done(job)
+        elif verb == "LOST":
+            job = self.execs.get(rest.strip())
+            if job is not None:
+                job.fail(ExecutionLost(f"{self.name}: the guest has no log of execution {job.key} (did it reboot?)"))
         elif verb == "ERROR":
             LOG.warning("%s: guest agent error: %s", self.name, rest)
         elif line:
             LOG.debug("%s: ignoring control line %r", self.name, line)
 
     async def _read_output(self, stream: str, reader: asyncio.StreamReader) -> None:
+        frames = FrameReader()
         try:
             while data := await reader.read(_READ_SIZE):
-                await self._on_output(stream, data)
+                for piece in frames.feed(data):
+                    await self._on_piece(stream, piece)
+                if frames.dropped:
+                    LOG.debug("%s: dropped %d bytes of %s outside frames", self.name, frames.dropped, stream)
+                    frames.dropped = 0
         except (ConnectionError, OSError) as exc:
             self._fail(f"{stream} channel failed: {exc}")
             return
         self._fail(f"{stream} channel closed (guest stopped?)")
 
-    async def _on_output(self, stream: str, data: bytes) -> None:
-        job = self.current
-        if job is None or job.ended[stream]:
-            LOG.debug("%s: dropping %d bytes of %s outside a command", self.name, len(data), stream)
+    async def _on_piece(self, stream: str, piece: Piece) -> None:
+        job = self.execs.get(piece.key)
+        if job is None or job.finished:
             return
-        data = job.pending[stream] + data
-        if not job.started[stream]:
-            stale, keep, found = split_at_marker(data, job.marker)
-            if stale:
-                LOG.debug("%s: dropping %d bytes of %s before the start marker", self.name, len(stale), stream)
-            if not found:
-                job.pending[stream] = keep
-                return
-            job.started[stream] = True
-            data = data[data.index(job.marker) + len(job.marker) :]
-        out, keep, found = split_at_marker(data, job.marker)
-        job.pending[stream] = keep
-        if out:
-            await job.emit(Stdout(out) if stream == "stdout" else Stderr(out))
-        if found:
-            job.ended[stream] = True
-            await self._finish_if_done(job)
+        have = job.received[stream]
+        if piece.offset > have:
+            # Bytes before these went to an earlier host end: ask for them again, once.
+            if not job.asked:
+                job.asked = True
+                with contextlib.suppress(GuestNotReady):  # send() failed the connection already
+                    await self.send(f"ATTACH {job.key} {job.received['stdout']} {job.received['stderr']}")
+            return
+        new = piece.data[have - piece.offset :]
+        if not new:
+            return
+        job.received[stream] += len(new)
+        job.asked = False
+        await job.emit(Stdout(new) if stream == "stdout" else Stderr(new))
+        await self._finish_if_done(job)
 
     async def _finish_if_done(self, job: _Exec) -> None:
-        if job.exit_code is None or not all(job.ended.values()) or job.finished.is_set():
+        if job.exit is None or job.finished:
             return
-        job.finished.set()
-        if self.current is job:
-            self.current = None
-        await job.emit(Exit(job.exit_code))
+        code, out, err = job.exit
+        if job.received["stdout"] < out or job.received["stderr"] < err:
+            return  # frames on the other ports are still on their way
+        job.finished = True
+        await job.emit(Exit(code))
 
 
 class VirtioSerialChannel:
     """GuestChannel over the unix sockets of a guest's org.wnodes.{control,stdout,stderr} ports.
 
     ``wait_ready`` connects (retrying until the sockets accept), sends PING and waits for READY;
-    ``exec`` connects first if needed. Calls to ``exec`` are serialised by a lock.
+    ``exec`` and ``attach`` connect first if needed.
     """
 
     def __init__(self, paths: ChannelPaths, *, name: str = "guest", connect_timeout: float = 60.0) -> None:
         self._paths = paths
         self._name = name
         self._connect_timeout = connect_timeout
-        self._exec_lock = asyncio.Lock()
         self._connect_lock = asyncio.Lock()
         self._conn: _Connection | None = None
         self._ready: GuestReady | None = None
@@ -246,37 +315,26 @@ class VirtioSerialChannel:
             LOG.debug("%s: guest ready, kernel %s", self._name, conn.kernel_release)
             return self._ready
 
-    async def exec(self, command: str, uid: int = 0) -> AsyncIterator[ExecEvent]:
+    async def exec(self, command: str, uid: int = 0, key: str = "") -> AsyncIterator[ExecEvent]:
         if uid < 0:
             raise ValueError(f"uid must be >= 0, not {uid}")
-        async with self._exec_lock:
-            conn = self._conn
-            if conn is None or not conn.alive or self._ready is None:
-                await self.wait_ready(self._connect_timeout)
-                conn = self._conn
-                assert conn is not None
-            previous = conn.current
-            if previous is not None:
-                # An earlier caller stopped listening before its command ended: the guest runs
-                # one command at a time, so wait for that one to end.
-                await self._wait_for(previous.finished, conn, None, "channel lost")
-            job = _Exec(nonce=secrets.token_hex(16))
-            conn.current = job
-            encoded = base64.b64encode(command.encode()).decode()
-            try:
-                await conn.send(f"EXEC {job.nonce} {uid} {encoded}")
-                while True:
-                    if job.error is not None and job.queue.empty():
-                        raise job.error
-                    event = await job.queue.get()
-                    if isinstance(event, _Wake):
-                        continue
-                    yield event
-                    if isinstance(event, Exit):
-                        return
-            finally:
-                if not job.finished.is_set():
-                    job.abandon()
+        key = key or new_exec_key()
+        check_exec_key(key)
+        encoded = base64.b64encode(command.encode()).decode()
+        async for event in self._follow(key, f"EXEC {key} {uid} {encoded}"):
+            yield event
+
+    async def attach(self, key: str) -> AsyncIterator[ExecEvent]:
+        check_exec_key(key)
+        async for event in self._follow(key, f"ATTACH {key} 0 0", asked=True):
+            yield event
+
+    async def forget(self, key: str) -> None:
+        check_exec_key(key)
+        conn = self._conn
+        if conn is not None and conn.alive:
+            with contextlib.suppress(GuestNotReady):
+                await conn.send(f"FORGET {key}")
 
     async def close(self) -> None:
         async with self._connect_lock:
@@ -284,6 +342,21 @@ class VirtioSerialChannel:
             self._ready = None
             if conn is not None:
                 await conn.close()
+
+    async def _follow(self, key: str, request: str, *, asked: bool = False) -> AsyncIterator[ExecEvent]:
+        conn = self._conn
+        if conn is None or not conn.alive or self._ready is None:
+            await self.wait_ready(self._connect_timeout)
+            conn = self._conn
+            assert conn is not None
+        job = conn.follow(key)
+        job.asked = asked
+        try:
+            await conn.send(request)
+            async for event in job.events():
+                yield event
+        finally:
+            conn.unfollow(job)
 
     async def _connect(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
