@@ -83,3 +83,12 @@ def grpc_healthy(endpoint: str) -> bool:
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:
         return False
+
+
+def tcp_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections there (a daemon that is not gRPC)."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -1,11 +1,13 @@
-"""A real Slurm beside the stack: munged, slurmctld and one slurmd whose node is also the
-WNoDeS hypervisor (a real and a virtual worker node at once). Private ports, paths and munge
-key, so it never meets another Slurm on the machine. Jobs that ask for an image go through
-clients/lrms/slurm/job_submit.lua."""
+"""A real Slurm beside the stack: munged, a MariaDB for slurmdbd's accounting, slurmdbd,
+slurmctld and one slurmd whose node is also the WNoDeS hypervisor (a real and a virtual worker
+node at once). Private ports, paths, database and munge key, so it never meets another Slurm or
+database on the machine. Jobs that ask for an image go through clients/lrms/slurm/job_submit.lua;
+their exit codes reach `sacct` as they reach `scontrol show job`."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -30,6 +32,8 @@ class SlurmLayout:
     # slurmstepd runs batch scripts as their owners) lives here, outside the stack's possibly
     # private directory. The munge key and the daemons' state stay private.
     public: Path
+    dbd_port: int = 0
+    db_port: int = 0
 
     @property
     def etc(self) -> Path:
@@ -43,6 +47,14 @@ class SlurmLayout:
     def munge_socket(self) -> Path:
         return self.public / "munge" / "munge.sock"
 
+    @property
+    def db_dir(self) -> Path:
+        return self.root / "mariadb"
+
+    @property
+    def db_socket(self) -> Path:
+        return self.db_dir / "run" / "mariadb.sock"
+
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf)}
 
@@ -50,7 +62,7 @@ class SlurmLayout:
 def plan(root: Path, node: str) -> SlurmLayout:
     public = Path(tempfile.mkdtemp(prefix="wnodes-slurm-", dir="/var/tmp"))
     public.chmod(0o755)
-    return SlurmLayout(root, node, free_port(), free_port(), public)
+    return SlurmLayout(root, node, free_port(), free_port(), public, free_port(), free_port())
 
 
 def write_configs(
@@ -100,7 +112,12 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmdParameters=config_overrides
 ReturnToService=2
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={layout.dbd_port}
+# For slurmdbd with munge, the "password" names the munge socket to use (ours is private).
+AccountingStoragePass={layout.munge_socket}
+JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SchedulerType=sched/backfill
@@ -117,6 +134,7 @@ PartitionName=batch Nodes={layout.node} Default=YES MaxTime=INFINITE State=UP
     json_config = layout.etc / "wnodes_lrms.json"
     json_config.write_text(json.dumps({"gateway": gateway, "default_vo": "wnodes", "default_memory_mib": 256,
                                        "on_vm_failure": on_vm_failure, "recycle": recycle}, indent=2))
+    write_dbd_config(layout)
     lua_config = layout.etc / "wnodes_lrms.lua"
     lua_images = ", ".join(f'["{name}"] = true' for name in images)
     lua_static = ", ".join(
@@ -132,6 +150,57 @@ return {{
 }}
 """)
     (layout.etc / "job_submit.lua").write_text(JOB_SUBMIT_TEMPLATE.read_text().replace("@WNODES_LRMS_CONFIG@", str(lua_config)))
+
+
+DB_USER = "slurm"
+DB_NAME = "slurm_acct_db"
+
+
+def write_dbd_config(layout: SlurmLayout) -> None:
+    """slurmdbd.conf beside slurm.conf (slurmdbd finds it through SLURM_CONF); it holds the
+    database password, so only its owner (SlurmUser, root here) may read it."""
+    password = secrets.token_hex(16)
+    (layout.root / "db_password").write_text(password)
+    (layout.root / "db_password").chmod(0o600)
+    conf = layout.etc / "slurmdbd.conf"
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)
+    conf.write_text(f"""# Written by deploy/stack/slurm.py for a WNoDeS development stack.
+AuthType=auth/munge
+AuthInfo=socket={layout.munge_socket}
+DbdAddr=127.0.0.1
+DbdHost=localhost
+DbdPort={layout.dbd_port}
+SlurmUser=root
+LogFile={layout.root}/log/slurmdbd.log
+PidFile={layout.root}/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={layout.db_port}
+StorageUser={DB_USER}
+StoragePass={password}
+StorageLoc={DB_NAME}
+""")
+
+
+def init_database(layout: SlurmLayout) -> None:
+    """A fresh MariaDB data directory, private to this stack (about 2 s)."""
+    data = layout.db_dir / "data"
+    if (data / "mysql").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    (layout.db_dir / "run").mkdir(exist_ok=True)
+    subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
+                    "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=120)
+
+
+def grant_database(layout: SlurmLayout) -> None:
+    """The account slurmdbd uses, over loopback TCP; root only through the private socket."""
+    password = (layout.root / "db_password").read_text().strip()
+    sql = (f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+           f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1'; FLUSH PRIVILEGES;")
+    subprocess.run(["mariadb", "--no-defaults", "-S", str(layout.db_socket), "-u", "root", "-e", sql],
+                   check=True, capture_output=True, timeout=60)
 
 
 def sync_images(layout: SlurmLayout, images: Sequence[str]) -> None:
@@ -150,7 +219,12 @@ def sync_images(layout: SlurmLayout, images: Sequence[str]) -> None:
 
 def argvs(layout: SlurmLayout) -> dict[str, list[str]]:
     m = layout.root / "munge"
+    db = layout.db_dir
     return {
+        "mariadbd": ["mariadbd", "--no-defaults", f"--datadir={db / 'data'}", f"--socket={layout.db_socket}",
+                     f"--port={layout.db_port}", "--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve",
+                     f"--pid-file={db / 'run' / 'mariadb.pid'}", f"--log-error={db / 'mariadb.err'}"],
+        "slurmdbd": ["slurmdbd", "-D"],
         "munged": ["munged", "--foreground", "--force", f"--socket={layout.munge_socket}", f"--key-file={m / 'munge.key'}",
                    f"--log-file={m / 'munged.log'}", f"--pid-file={m / 'munged.pid'}", f"--seed-file={m / 'munged.seed'}"],
         "slurmctld": ["slurmctld", "-D", "-i", "-f", str(layout.conf)],

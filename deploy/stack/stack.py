@@ -193,12 +193,21 @@ class Stack:
         state.slurm_conf = str(layout.conf)
         state.extra_dirs.append(str(layout.public))
         progress(f"slurm: munged, slurmctld and slurmd (node {layout.node} = hypervisor {LIBVIRT_HOST}); SLURM_CONF={layout.conf}")
-        for name, argv in slurm.argvs(layout).items():
-            p = Proc(name, "slurm", argv, str(logs / f"{name}.log"), f"127.0.0.1:{layout.ctld_port}" if name == "slurmctld" else "")
+        slurm.init_database(layout)
+        argvs = slurm.argvs(layout)
+        # Order matters: slurmdbd needs munge and the database; slurmctld registers with slurmdbd.
+        for name in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"):
+            p = Proc(name, "slurm", argvs[name], str(logs / f"{name}.log"), f"127.0.0.1:{layout.ctld_port}" if name == "slurmctld" else "",
+                     env=layout.env())
             state.procs.append(p)
             self._start(p)
             if name == "munged":
                 processes.wait_until(layout.munge_socket.exists, 10, "munged", p.pid, Path(p.log))
+            elif name == "mariadbd":
+                processes.wait_until(layout.db_socket.exists, 60, "mariadbd", p.pid, Path(p.log))
+                slurm.grant_database(layout)
+            elif name == "slurmdbd":
+                processes.wait_until(lambda: processes.tcp_open("127.0.0.1", layout.dbd_port), 60, "slurmdbd", p.pid, Path(p.log))
         state.save()
         processes.wait_until(lambda: slurm.node_idle(layout), 60, f"slurm node {layout.node}")
 

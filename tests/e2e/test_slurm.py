@@ -103,6 +103,17 @@ def test_exit_codes_are_the_jobs(vm_stack: Stack, workdir: Path) -> None:
     assert f"id={ok}" in output(workdir, ok).splitlines(), "the job's Slurm environment did not reach the VM"
     assert job_field(vm_stack, seven, "ExitCode") == "7:0"
     assert "before" in output(workdir, seven)
+    # ... and in accounting: slurmdbd records what slurmctld saw (it may lag a moment).
+    deadline = time.monotonic() + 30
+    while (accounted := sacct(vm_stack, ok, seven)) != {ok: ("COMPLETED", "0:0"), seven: ("FAILED", "7:0")}:
+        assert time.monotonic() < deadline, f"sacct says {accounted}"
+        time.sleep(0.5)
+
+
+def sacct(stack: Stack, *jobs: str) -> dict[str, tuple[str, str]]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(jobs)],
+                         capture_output=True, text=True, env=slurm_env(stack), timeout=30).stdout
+    return {job: (state, code) for job, state, code in (line.split("|") for line in out.splitlines() if line)}
 
 
 def test_job_runs_as_the_submitting_user(vm_stack: Stack, workdir: Path) -> None:
@@ -202,7 +213,7 @@ def test_a_vm_that_cannot_boot_fails_the_job_with_the_reason(vm_stack: Stack, wo
         while job_field(vm_stack, requeued, "Restarts") != "1":
             assert time.monotonic() < deadline, f"never requeued: {job_field(vm_stack, requeued, 'JobState')}"
             time.sleep(0.5)
-        assert job_field(vm_stack, requeued, "JobState") in {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "RUNNING"}
+        assert job_field(vm_stack, requeued, "JobState") in {"PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "RUNNING", "COMPLETING"}
         assert "failed in the virtualisation layer" in output(workdir, requeued)
     finally:
         config.write_text(saved)
