@@ -64,6 +64,10 @@ test: setup check-protos lint ## Everything CI runs: unit, contract, integration
 test-fast: $(VENV_STAMP) ## The inner loop: unit and contract tests only (seconds)
 	@$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/contract
 
+.PHONY: chaos
+chaos: setup ## The full chaos set: SIGKILL each component, then pairs, under load; quorum loss; invariants
+	@$(PY) -m tests.chaos.run
+
 .PHONY: run
 run: setup ## Bring the stack up, show VMs doing work, keep it up until Ctrl-C
 	@$(PY) -m deploy.demo

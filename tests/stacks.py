@@ -42,10 +42,18 @@ class Invariants:
 
 
 def check_registry_invariants(state: StackState) -> Invariants:
-    """No VM twice (per request id), no host overbooked, usage records equal to the VMs placed."""
-    vms = list(etcd_prefix(state, "/vms/").values())
-    hosts = {v["name"]: v for v in etcd_prefix(state, "/hypervisors/").values()}
-    usage = {k.rsplit("/", 1)[-1]: v for k, v in etcd_prefix(state, "/usage/").items()}
+    """No VM twice (per request id), no host overbooked, usage records equal to the VMs placed.
+
+    Reads the whole registry in one etcd request (one revision): separate reads of VMs and usage
+    taken while VMs come and go would disagree without anything being wrong."""
+    everything = etcd_prefix(state, "/")
+
+    def under(prefix: str) -> dict[str, Any]:
+        return {k: v for k, v in everything.items() if k.startswith(state.key_root + prefix)}
+
+    vms = list(under("/vms/").values())
+    hosts = {v["name"]: v for v in under("/hypervisors/").values()}
+    usage = {k.rsplit("/", 1)[-1]: v for k, v in under("/usage/").items()}
     dup = [rid for rid, n in Counter(v["request_id"] for v in vms).items() if n > 1]
     assert not dup, f"request ids with more than one VM: {dup}"
     per_host: dict[str, list[dict[str, Any]]] = defaultdict(list)

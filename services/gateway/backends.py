@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
+from grpc_status import rpc_status
 
 from services.common import telemetry
 from services.common.identity import Principal
@@ -60,14 +61,22 @@ class Backends:
             await channel.close()
 
 
+def _replica_unreachable(err: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE from the transport (the replica is dead or restarting: another one may
+    answer), not an answer from a live replica whose own backend is down (etcd without quorum:
+    every replica would say the same, so asking again only makes the caller wait)."""
+    return err.code() == grpc.StatusCode.UNAVAILABLE and rpc_status.from_call(cast(grpc.Call, err)) is None
+
+
 async def call(principal: Principal, fn: Callable[..., Awaitable[T]], request: object, timeout: float = CALL_TIMEOUT) -> T:
-    """Calls a unary internal method with the caller's identity, retrying UNAVAILABLE."""
+    """Calls a unary internal method with the caller's identity, retrying on another replica
+    when the one asked is unreachable."""
     delay = 0.05
     for attempt in range(RETRIES):
         try:
             return await fn(request, metadata=principal.to_metadata(), timeout=timeout)
         except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == RETRIES - 1:
+            if not _replica_unreachable(err) or attempt == RETRIES - 1:
                 raise
             LOG.info("backend unavailable (%s); retrying", err.details())
             await asyncio.sleep(delay)

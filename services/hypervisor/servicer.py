@@ -1,4 +1,4 @@
-"""gRPC edge of the hypervisor agent: Exec into a guest's channel."""
+"""gRPC edge of the hypervisor agent: Exec into a guest's channel; what the hypervisor runs."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             if agent.owns(vm_id):
                 return agent
         raise VirtualMachineNotFound(f"virtualMachines/{vm_id} is not on this agent's hosts")
+
+    @maps_errors
+    async def ListDomains(self, request: agent_service_pb2.ListDomainsRequest, context: Ctx) -> agent_service_pb2.ListDomainsResponse:
+        response = agent_service_pb2.ListDomainsResponse()
+        for agent in self._agents:
+            for info in await agent.driver.list():
+                response.domains.add(hypervisor=agent.cfg.host, vm_id=info.vm_id, running=info.running)
+        return response
 
     @maps_errors
     async def Exec(

@@ -25,15 +25,21 @@ _sym_db = _symbol_database.Default()
 from wnodes.v1 import virtual_machine_service_pb2 as wnodes_dot_v1_dot_virtual__machine__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wnodes/hypervisor/v1/agent_service.proto\x12\x14wnodes.hypervisor.v1\x1a\'wnodes/v1/virtual_machine_service.proto\"\x98\x01\n\x0b\x45xecRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x1d\n\x15ready_timeout_seconds\x18\x03 \x01(\x01\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x05 \x01(\t\x12\x15\n\rstdout_offset\x18\x06 \x01(\x04\x12\x15\n\rstderr_offset\x18\x07 \x01(\x04\x32\x62\n\x0c\x41gentService\x12R\n\x04\x45xec\x12!.wnodes.hypervisor.v1.ExecRequest\x1a%.wnodes.v1.ExecVirtualMachineResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wnodes/hypervisor/v1/agent_service.proto\x12\x14wnodes.hypervisor.v1\x1a\'wnodes/v1/virtual_machine_service.proto\"\x14\n\x12ListDomainsRequest\"\x96\x01\n\x13ListDomainsResponse\x12\x41\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x30.wnodes.hypervisor.v1.ListDomainsResponse.Domain\x1a<\n\x06\x44omain\x12\x12\n\nhypervisor\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x08\"\x98\x01\n\x0b\x45xecRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x1d\n\x15ready_timeout_seconds\x18\x03 \x01(\x01\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x05 \x01(\t\x12\x15\n\rstdout_offset\x18\x06 \x01(\x04\x12\x15\n\rstderr_offset\x18\x07 \x01(\x04\x32\xc6\x01\n\x0c\x41gentService\x12R\n\x04\x45xec\x12!.wnodes.hypervisor.v1.ExecRequest\x1a%.wnodes.v1.ExecVirtualMachineResponse0\x01\x12\x62\n\x0bListDomains\x12(.wnodes.hypervisor.v1.ListDomainsRequest\x1a).wnodes.hypervisor.v1.ListDomainsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wnodes.hypervisor.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECREQUEST']._serialized_start=108
-  _globals['_EXECREQUEST']._serialized_end=260
-  _globals['_AGENTSERVICE']._serialized_start=262
-  _globals['_AGENTSERVICE']._serialized_end=360
+  _globals['_LISTDOMAINSREQUEST']._serialized_start=107
+  _globals['_LISTDOMAINSREQUEST']._serialized_end=127
+  _globals['_LISTDOMAINSRESPONSE']._serialized_start=130
+  _globals['_LISTDOMAINSRESPONSE']._serialized_end=280
+  _globals['_LISTDOMAINSRESPONSE_DOMAIN']._serialized_start=220
+  _globals['_LISTDOMAINSRESPONSE_DOMAIN']._serialized_end=280
+  _globals['_EXECREQUEST']._serialized_start=283
+  _globals['_EXECREQUEST']._serialized_end=435
+  _globals['_AGENTSERVICE']._serialized_start=438
+  _globals['_AGENTSERVICE']._serialized_end=636
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,66 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ListDomainsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDomainsRequest: _TypeAlias = ListDomainsRequest  # noqa: Y015
+
+@_typing.final
+class ListDomainsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Domain(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        HYPERVISOR_FIELD_NUMBER: _builtins.int
+        VM_ID_FIELD_NUMBER: _builtins.int
+        RUNNING_FIELD_NUMBER: _builtins.int
+        hypervisor: _builtins.str
+        """The hypervisor (host) name; one agent process may serve several simulated hosts."""
+        vm_id: _builtins.str
+        """The VM id the domain belongs to."""
+        running: _builtins.bool
+        def __init__(
+            self,
+            *,
+            hypervisor: _builtins.str = ...,
+            vm_id: _builtins.str = ...,
+            running: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["hypervisor", b"hypervisor", "running", b"running", "vm_id", b"vm_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DOMAINS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListDomainsResponse.Domain]: ...
+    def __init__(
+        self,
+        *,
+        domains: _abc.Iterable[Global___ListDomainsResponse.Domain] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDomainsResponse: _TypeAlias = ListDomainsResponse  # noqa: Y015
+
+@_typing.final
 class ExecRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -40,6 +40,11 @@ class AgentServiceStub:
                 request_serializer=wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ExecRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.FromString,
                 _registered_method=True)
+        self.ListDomains = channel.unary_unary(
+                '/wnodes.hypervisor.v1.AgentService/ListDomains',
+                request_serializer=wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ListDomainsRequest.SerializeToString,
+                response_deserializer=wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ListDomainsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -52,6 +57,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDomains(self, request, context):
+        """What the hypervisor itself runs (libvirt's view, not the registry's): for operators and for
+        the chaos suite, which checks that the two agree.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +72,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ExecRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.SerializeToString,
+            ),
+            'ListDomains': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDomains,
+                    request_deserializer=wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ListDomainsRequest.FromString,
+                    response_serializer=wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ListDomainsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +106,33 @@ class AgentService:
             '/wnodes.hypervisor.v1.AgentService/Exec',
             wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ExecRequest.SerializeToString,
             wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDomains(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.hypervisor.v1.AgentService/ListDomains',
+            wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ListDomainsRequest.SerializeToString,
+            wnodes_dot_hypervisor_dot_v1_dot_agent__service__pb2.ListDomainsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,12 +36,20 @@ class AgentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     Exec: _grpc.UnaryStreamMultiCallable[_agent_service_pb2.ExecRequest, _virtual_machine_service_pb2.ExecVirtualMachineResponse]
     """Runs a command in a guest on this host; waits for the guest's ready signal first."""
+    ListDomains: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ListDomainsRequest, _agent_service_pb2.ListDomainsResponse]
+    """What the hypervisor itself runs (libvirt's view, not the registry's): for operators and for
+    the chaos suite, which checks that the two agree.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Exec: _aio.UnaryStreamMultiCallable[_agent_service_pb2.ExecRequest, _virtual_machine_service_pb2.ExecVirtualMachineResponse]  # type: ignore[assignment]
     """Runs a command in a guest on this host; waits for the guest's ready signal first."""
+    ListDomains: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ListDomainsRequest, _agent_service_pb2.ListDomainsResponse]  # type: ignore[assignment]
+    """What the hypervisor itself runs (libvirt's view, not the registry's): for operators and for
+    the chaos suite, which checks that the two agree.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -51,5 +59,15 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_virtual_machine_service_pb2.ExecVirtualMachineResponse], _abc.AsyncIterator[_virtual_machine_service_pb2.ExecVirtualMachineResponse]]:
         """Runs a command in a guest on this host; waits for the guest's ready signal first."""
+
+    @_abc_1.abstractmethod
+    def ListDomains(
+        self,
+        request: _agent_service_pb2.ListDomainsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.ListDomainsResponse, _abc.Awaitable[_agent_service_pb2.ListDomainsResponse]]:
+        """What the hypervisor itself runs (libvirt's view, not the registry's): for operators and for
+        the chaos suite, which checks that the two agree.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
