@@ -20,7 +20,7 @@ from services.gateway.occi.service import OcciService
 
 QUERY_PATHS = ("/-/", "/.well-known/org/ogf/occi/-/")
 MAX_PAGE_NUMBER = 1000
-PRINCIPAL_KEY = "wnodes.principal"
+PRINCIPAL_KEY = web.RequestKey("wnodes.principal", Principal)
 """Where the authentication middleware leaves the caller's Principal on the request."""
 _MAX_QUERY = 8
 
@@ -79,7 +79,7 @@ class OcciRoutes:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         if len(request.query) > _MAX_QUERY:
             raise InvalidArgument("too many query parameters", reason="INVALID_QUERY")
-        p: Principal = request[PRINCIPAL_KEY]
+        p = request[PRINCIPAL_KEY]
         path = request.path
         model = await self._service.model(p)
         if path in QUERY_PATHS:
