@@ -220,6 +220,8 @@ class OcciService:
         cores, memory_mib, template = self._size(model, request)
         keys, user_data = self._context(request)
         targets = [await self._check_target(p, link) for link in request.links]
+        if len({link.target for link in request.links}) != len(request.links):
+            raise InvalidArgument("the same resource is linked twice", reason="DUPLICATE_LINK")
         compute = await self.backend.create_compute(p, ComputeSpec(image, cores, memory_mib, title, summary, template, keys, user_data))
         LOG.info("OCCI: %s/%s created compute %s (%s, %d cores, %d MiB)", p.user, p.vo, compute.id, image, cores, memory_mib)
         made: list[EntityView] = []
