@@ -5,7 +5,7 @@ VENV_STAMP := .venv/.installed
 IMAGES := var/images
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs debootstrap linux-image-amd64 \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
-	etcd-server etcd-client python3-venv python3-dev slurm-wlm munge libcurl4-openssl-dev
+	etcd-server etcd-client python3-venv python3-dev slurm-wlm munge libcurl4-openssl-dev openssh-client
 
 .PHONY: help
 help: ## List the targets
