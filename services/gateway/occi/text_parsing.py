@@ -175,6 +175,8 @@ def parse_body(body: str) -> ParsedEntity:
         if not colon or name.strip().lower() not in OCCI_HEADERS:
             raise InvalidArgument(f"line {number} is not an OCCI line (Category, Link, X-OCCI-Attribute or X-OCCI-Location): "
                                   f"{line[:200]!r}", reason="MALFORMED_RENDERING")
+        if not value.strip():
+            raise InvalidArgument(f"line {number} ({name.strip()}) has no value", reason="MALFORMED_RENDERING")
         pairs.append((name, value))
     return parse_lines(pairs)
 
