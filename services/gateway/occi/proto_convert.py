@@ -81,7 +81,8 @@ def network_from_proto(network: Any) -> Network:
     state: NetworkState = {"ACTIVE": "active", "INACTIVE": "inactive"}.get(enum_name(network, "state"), "error")  # type: ignore[assignment]
     return Network(
         short_id(network.name), state, "", network.title, vlan=int(network.vlan) if network.vlan else None,
-        address=network.cidr, gateway=network.gateway, allocation=str(network.allocation or "dynamic").lower(),
+        address=network.cidr, gateway=network.gateway,
+        allocation="static" if enum_name(network, "allocation") == "STATIC" else "dynamic",
     )
 
 
