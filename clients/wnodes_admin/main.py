@@ -44,6 +44,9 @@ def stack_up(args: argparse.Namespace) -> int:
     state = stack.up(args.driver, args.hypervisors, Path(args.images), progress=lambda m: console.print(f"[bold]stack[/bold] {m}"),
                      with_slurm=args.with_slurm)
     console.print(f"[green]stack up[/green] in {state.dir}: gateway {state.gateway}; images: {', '.join(state.images) or 'none'}")
+    if state.occi:
+        users = ", ".join(f"{u['name']} (VO {u['vo']})" for u in state.occi_users)
+        console.print(f"OCCI 1.2 at {state.occi}; users {users}: passwords in 'wnodes-admin stack env'")
     console.print(f"use it from a shell:  eval \"$(wnodes-admin stack env --stack-dir {state.dir})\"")
     return 0
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = Path(os.environ.get("WNODES_STACK_DIR", "/var/tmp/wnodes-stack"))
 DEFAULT_IMAGES = Path(os.environ.get("WNODES_IMAGES_DIR", str(REPO / "var" / "images")))
 LIBVIRT_HOST = "hv0"
+OCCI_DEMO_USERS = (("alice", "atlas"), ("bob", "cms"))
 
 
 @dataclass
@@ -48,10 +50,16 @@ class StackState:
     slurm_conf: str = ""
     # Directories outside the state dir that `down` removes.
     extra_dirs: list[str] = field(default_factory=list)
+    occi: str = ""
+    """Base URL of the gateway's OCCI 1.2 endpoint."""
+    occi_users: list[dict[str, str]] = field(default_factory=list)
+    """The demo users of the OCCI endpoint: name, vo, password (two users in two VOs)."""
 
     def save(self) -> None:
         data = asdict(self)
         tmp = Path(self.dir) / "state.json.tmp"
+        tmp.touch(mode=0o600)  # it holds the OCCI demo users' passwords
+        tmp.chmod(0o600)
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(Path(self.dir) / "state.json")
 
@@ -171,14 +179,27 @@ class Stack:
         state.procs.append(Proc("hypervisor0", "hypervisor", agent_argv, str(logs / "hypervisor0.log"), agent_ep))
         gateway = f"127.0.0.1:{processes.free_port()}"
         state.gateway = gateway
+        occi_port = processes.free_port()
+        state.occi = f"http://127.0.0.1:{occi_port}"
+        users_file = self._write_occi_users(state)
         state.procs.append(Proc("gateway", "gateway", _python("services.gateway", "--listen", gateway, "--nameservers",
-                                ",".join(nameservers), "--imagestore", imagestore), str(logs / "gateway.log"), gateway))
+                                ",".join(nameservers), "--imagestore", imagestore, "--occi-listen", f"127.0.0.1:{occi_port}",
+                                "--occi-users", str(users_file)), str(logs / "gateway.log"), gateway))
         progress(f"hypervisor agent ({driver}, {hypervisors if driver == 'fake' else 1} host(s)) and gateway: starting")
         self._start_and_wait([p for p in state.procs if p.kind in ("hypervisor", "gateway")])
         state.save()
         progress("registering images")
         state.images = self._register_images(state, images_dir, driver, progress)
         self._wait_hosts(state, hypervisors if driver == "fake" else 1)
+
+    def _write_occi_users(self, state: StackState) -> Path:
+        """Two demo users in two VOs, with fresh passwords (in the stack's private state)."""
+        from services.gateway.occi.site_users import write_user_file
+
+        state.occi_users = [{"name": name, "vo": vo, "password": secrets.token_urlsafe(12)} for name, vo in OCCI_DEMO_USERS]
+        path = self.dir / "occi-users.toml"
+        write_user_file(path, [(u["name"], u["vo"], u["password"], "") for u in state.occi_users], rounds=10)
+        return path
 
     def _up_slurm(self, state: StackState, logs: Path, progress: Callable[[str], None]) -> None:
         from deploy.stack import slurm
@@ -283,6 +304,13 @@ class Stack:
         if state is None:
             raise RuntimeError(f"no stack in {self.dir}: run 'wnodes-admin stack up'")
         extra = {"SLURM_CONF": state.slurm_conf} if state.slurm_conf else {}
+        if state.occi:
+            extra["WNODES_OCCI_ENDPOINT"] = state.occi
+            for i, user in enumerate(state.occi_users, 1):
+                suffix = "" if i == 1 else str(i)
+                extra[f"WNODES_OCCI_USER{suffix}"] = user["name"]
+                extra[f"WNODES_OCCI_PASSWORD{suffix}"] = user["password"]
+                extra[f"WNODES_OCCI_VO{suffix}"] = user["vo"]
         return {
             **extra,
             "WNODES_GATEWAY": state.gateway,

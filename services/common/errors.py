@@ -16,7 +16,8 @@ hand-writes status codes.
     ├── PermissionDenied             PERMISSION_DENIED PERMISSION_DENIED
     ├── Unauthenticated              UNAUTHENTICATED   UNAUTHENTICATED
     ├── Unavailable                  UNAVAILABLE       BACKEND_UNAVAILABLE
-    └── DeadlineExceeded             DEADLINE_EXCEEDED DEADLINE_EXCEEDED
+    ├── DeadlineExceeded             DEADLINE_EXCEEDED DEADLINE_EXCEEDED
+    └── Unimplemented                UNIMPLEMENTED     NOT_IMPLEMENTED
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ class DeadlineExceeded(WnodesError):
     default_reason = "DEADLINE_EXCEEDED"
 
 
+class Unimplemented(WnodesError):
+    """This deployment does not offer the operation (yet)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "NOT_IMPLEMENTED"
+
+
 _BY_CODE: dict[grpc.StatusCode, type[WnodesError]] = {
     cls.code: cls
     for cls in (
@@ -112,6 +120,7 @@ _BY_CODE: dict[grpc.StatusCode, type[WnodesError]] = {
         Unauthenticated,
         Unavailable,
         DeadlineExceeded,
+        Unimplemented,
     )
 }
 

@@ -1,0 +1,169 @@
+"""What the OCCI front end needs from the rest of WNoDeS: a small interface in OCCI-neutral,
+protobuf-free terms, with two implementations - ``grpc_backend.GrpcCloudBackend`` (the same
+calls the gRPC servicer makes) and ``memory_backend.MemoryCloudBackend`` (tests, fuzzing).
+
+Contract (checked by tests/contract/test_occi_backend.py for both):
+- every call acts for ``principal`` only: another owner's resource raises ``NotFound``, exactly
+  as a missing one does;
+- a failed create leaves nothing behind;
+- ``delete_*`` of a missing resource raises ``NotFound``; after a delete, ``get_*`` raises it too
+  (a VM being torn down is already gone for OCCI);
+- ids are lowercase letters, digits and '-', unique per kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from services.common.identity import Principal
+
+ComputeState = Literal["active", "inactive", "suspended", "error"]
+StorageState = Literal["online", "offline", "error"]
+NetworkState = Literal["active", "inactive", "error"]
+LinkState = Literal["active", "inactive", "error"]
+ComputeAction = Literal["start", "stop", "restart", "suspend"]
+
+
+@dataclass(frozen=True)
+class ImageTemplate:
+    image: str
+    """Catalogue name, e.g. "debian12"."""
+    description: str = ""
+
+
+@dataclass
+class ComputeSpec:
+    image: str
+    cores: int
+    memory_mib: int
+    title: str = ""
+    summary: str = ""
+    resource_tpl: str = ""
+    """Term of the size template it was made from ("" = explicit cores and memory)."""
+    ssh_public_keys: list[str] = field(default_factory=list)
+    user_data: bytes = b""
+
+
+@dataclass
+class Compute:
+    id: str
+    image: str
+    cores: int
+    memory_mib: int
+    state: ComputeState
+    state_message: str = ""
+    title: str = ""
+    summary: str = ""
+    resource_tpl: str = ""
+    hostname: str = ""
+    ssh_endpoint: str = ""
+    architecture: str = "x64"
+
+
+@dataclass
+class StorageSpec:
+    size_gib: float
+    title: str = ""
+    summary: str = ""
+
+
+@dataclass
+class Storage:
+    id: str
+    size_gib: float
+    state: StorageState
+    state_message: str = ""
+    title: str = ""
+    summary: str = ""
+
+
+@dataclass
+class NetworkSpec:
+    title: str = ""
+    summary: str = ""
+    vlan: int | None = None
+    label: str = ""
+    address: str = ""
+    gateway: str = ""
+    allocation: str = ""
+
+
+@dataclass
+class Network:
+    id: str
+    state: NetworkState
+    state_message: str = ""
+    title: str = ""
+    summary: str = ""
+    vlan: int | None = None
+    label: str = ""
+    address: str = ""
+    gateway: str = ""
+    allocation: str = ""
+
+
+@dataclass
+class StorageLink:
+    id: str
+    compute_id: str
+    storage_id: str
+    device: str
+    state: LinkState = "active"
+    mountpoint: str = ""
+
+
+@dataclass
+class NetworkInterface:
+    id: str
+    compute_id: str
+    network_id: str
+    interface: str
+    mac: str
+    state: LinkState = "active"
+    address: str = ""
+    gateway: str = ""
+    allocation: str = "dynamic"
+
+
+class CloudBackend(Protocol):
+    # --- images (os_tpl) ---
+    async def list_images(self, principal: Principal) -> list[ImageTemplate]: ...
+
+    # --- compute ---
+    async def create_compute(self, principal: Principal, spec: ComputeSpec) -> Compute: ...
+    async def get_compute(self, principal: Principal, compute_id: str) -> Compute: ...
+    async def list_computes(self, principal: Principal) -> list[Compute]: ...
+    async def update_compute(self, principal: Principal, compute_id: str, title: str, summary: str) -> Compute: ...
+    async def delete_compute(self, principal: Principal, compute_id: str) -> None: ...
+    async def compute_action(self, principal: Principal, compute_id: str, action: ComputeAction) -> Compute: ...
+    async def save_compute(self, principal: Principal, compute_id: str, image: str) -> ImageTemplate:
+        """Saves the compute's disk as a new version of ``image``; returns its template."""
+        ...
+
+    # --- storage ---
+    async def create_storage(self, principal: Principal, spec: StorageSpec) -> Storage: ...
+    async def get_storage(self, principal: Principal, storage_id: str) -> Storage: ...
+    async def list_storages(self, principal: Principal) -> list[Storage]: ...
+    async def delete_storage(self, principal: Principal, storage_id: str) -> None: ...
+    async def set_storage_online(self, principal: Principal, storage_id: str, online: bool) -> Storage: ...
+
+    # --- network ---
+    async def create_network(self, principal: Principal, spec: NetworkSpec) -> Network: ...
+    async def get_network(self, principal: Principal, network_id: str) -> Network: ...
+    async def list_networks(self, principal: Principal) -> list[Network]: ...
+    async def delete_network(self, principal: Principal, network_id: str) -> None: ...
+    async def set_network_up(self, principal: Principal, network_id: str, up: bool) -> Network: ...
+
+    # --- links ---
+    async def attach_storage(self, principal: Principal, compute_id: str, storage_id: str, device: str) -> StorageLink: ...
+    async def list_storage_links(self, principal: Principal) -> list[StorageLink]: ...
+    async def detach_storage(self, principal: Principal, link_id: str) -> None: ...
+    async def create_network_interface(self, principal: Principal, compute_id: str, network_id: str) -> NetworkInterface: ...
+    async def list_network_interfaces(self, principal: Principal) -> list[NetworkInterface]: ...
+    async def delete_network_interface(self, principal: Principal, interface_id: str) -> None: ...
+
+
+def storage_link_id(compute_id: str, storage_id: str) -> str:
+    """A storage link is a volume attachment: its id names both ends ('.' is in no id)."""
+    return f"{compute_id}.{storage_id}"
