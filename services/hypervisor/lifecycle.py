@@ -82,6 +82,7 @@ class Agent:
         self._tracked: dict[str, _Tracked] = {}
         self._record: HypervisorRecord | None = None
         self._registration: Registration | None = None
+        self._recheck = False
         self._tasks: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -105,7 +106,7 @@ class Agent:
         )
         record = self._record
         self._registration = Registration(
-            self._store, self._keys.hypervisor(self.cfg.host), lambda: records.dump(record), self.cfg.lease_ttl, self._kick.set
+            self._store, self._keys.hypervisor(self.cfg.host), lambda: records.dump(record), self.cfg.lease_ttl, self._lease_lost
         )
         await self._registration.start()
         self._tasks = [
@@ -156,15 +157,22 @@ class Agent:
             except Exception as exc:
                 LOG.warning("hypervisor %s: convergence failed (%s); retrying", self.cfg.host, exc)
 
+    def _lease_lost(self) -> None:
+        """Our lease expired (the host was cut off, or paused) and was granted again: meanwhile
+        the reconciler marked our VMs UNKNOWN, so every VM is checked again, settled or not."""
+        self._recheck = True
+        self._kick.set()
+
     async def converge(self) -> None:
         """One full pass: wanted VMs get handled, unwanted domains get destroyed."""
+        recheck, self._recheck = self._recheck, False
         entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
         wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
         domains = await self.driver.list()
         running = {d.vm_id for d in domains if d.running}
         for vm_id, placement in wanted.items():
             tracked = self._tracked.get(vm_id)
-            if placement != DELETE_MARK and tracked is not None and tracked.ready.is_set() and vm_id in running:
+            if not recheck and placement != DELETE_MARK and tracked is not None and tracked.ready.is_set() and vm_id in running:
                 continue  # settled: its guest answered, its domain runs and nobody asked it gone
             self._ensure(vm_id)
         for dom in domains:
@@ -321,7 +329,7 @@ class Agent:
         if not any(d.vm_id == vm.id and d.running for d in await self.driver.list()):
             await self._fail(vm, DriverError(f"the domain of {vm.name} is gone (it crashed or the host restarted)"))
             return
-        message = "guest ready (adopted after an agent restart)"
+        message = "guest ready (adopted again after an agent restart or a lost link to the control plane)"
         try:
             await self.driver.guest(vm.id).wait_ready(min(self.cfg.ready_timeout, 30.0))
         except DriverError as exc:
