@@ -3,6 +3,7 @@
     wnodes run --image tiny -- uname -r       run a command in a fresh VM, stream its output,
                                               exit with its exit code, remove the VM
     wnodes vm create|list|show|delete         manage VMs
+    wnodes vm stop|start|restart|suspend|resume NAME...   power actions
     wnodes images                             images you may use
 """
 
@@ -96,6 +97,30 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+POWER_ACTIONS = {
+    "stop": ("stop_vm", "stop VMs: the guest syncs, the domain goes, the disk stays (STOPPED)"),
+    "start": ("start_vm", "start STOPPED VMs on their disk again (or resume SUSPENDED ones)"),
+    "restart": ("restart_vm", "restart ACTIVE VMs: boot their disk again"),
+    "suspend": ("suspend_vm", "pause ACTIVE VMs in memory (SUSPENDED)"),
+    "resume": ("resume_vm", "continue SUSPENDED VMs where they stopped"),
+}
+
+
+def cmd_power(client: Client, args: argparse.Namespace) -> int:
+    method = getattr(client, POWER_ACTIONS[args.vm_cmd][0])
+    ops = [(n, method(n)) for n in args.names]
+    rows = []
+    for name, op in ops:
+        if args.no_wait:
+            meta = op.metadata
+            rows.append({"name": name, "state": STATE.Name(meta.state) if meta else "", "operation": op.name})
+            continue
+        vm = op.result(timeout=args.timeout)
+        rows.append({"name": vm.name, "state": STATE.Name(vm.state), "operation": op.name, "message": vm.state_message})
+    emit(rows, ["name", "state", "operation", "message"], args.output)
+    return 0
+
+
 def cmd_images(client: Client, args: argparse.Namespace) -> int:
     rows = [{"name": v.name, "owner_vo": v.owner_vo, "state": v.State.Name(v.state), "size_mib": round(v.disk.size_bytes / 2**20, 1),
              "sha256": v.disk.sha256[:12], "description": v.description} for v in client.list_images()]
@@ -146,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--no-wait", action="store_true")
     delete.add_argument("--timeout", type=float, default=120)
     delete.set_defaults(fn=cmd_delete)
+    for action, (_method, help_text) in POWER_ACTIONS.items():
+        power = vm.add_parser(action, parents=[OUTPUT], help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        power.add_argument("names", nargs="+", metavar="NAME")
+        power.add_argument("--no-wait", action="store_true", help="return at once with the operations")
+        power.add_argument("--timeout", type=float, default=600)
+        power.set_defaults(fn=cmd_power)
 
     images = sub.add_parser("images", parents=[OUTPUT], help="images you may use")
     images.set_defaults(fn=cmd_images)

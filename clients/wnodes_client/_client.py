@@ -131,6 +131,32 @@ class Client:
         op = self._call(self._vms.DeleteVirtualMachine, request)
         return OperationHandle(op, self._wait, empty_pb2.Empty, virtual_machine_pb2.VirtualMachine)
 
+    # Power actions: each returns a handle whose result() is the VM once the action is done.
+
+    def stop_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Stops the VM (STOPPED): the guest syncs, the domain goes, the disk stays."""
+        return self._power(self._vms.StopVirtualMachine, virtual_machine_service_pb2.StopVirtualMachineRequest(name=_vm_name(name)))
+
+    def start_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Boots a STOPPED VM again on its disk (or resumes a SUSPENDED one): ACTIVE."""
+        return self._power(self._vms.StartVirtualMachine, virtual_machine_service_pb2.StartVirtualMachineRequest(name=_vm_name(name)))
+
+    def restart_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Stops an ACTIVE VM's domain and boots its disk again: ACTIVE."""
+        return self._power(self._vms.RestartVirtualMachine, virtual_machine_service_pb2.RestartVirtualMachineRequest(name=_vm_name(name)))
+
+    def suspend_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Pauses an ACTIVE VM in memory: SUSPENDED."""
+        return self._power(self._vms.SuspendVirtualMachine, virtual_machine_service_pb2.SuspendVirtualMachineRequest(name=_vm_name(name)))
+
+    def resume_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Continues a SUSPENDED VM where it was paused: ACTIVE."""
+        return self._power(self._vms.ResumeVirtualMachine, virtual_machine_service_pb2.ResumeVirtualMachineRequest(name=_vm_name(name)))
+
+    def _power(self, method: Callable[..., Any], request: Any) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        op = self._call(method, request)
+        return OperationHandle(op, self._wait, virtual_machine_pb2.VirtualMachine, virtual_machine_pb2.VirtualMachine)
+
     def get_vm(self, name: str) -> virtual_machine_pb2.VirtualMachine:
         vm: virtual_machine_pb2.VirtualMachine = self._call(
             self._vms.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=_vm_name(name))

@@ -24,10 +24,22 @@ class VmState(enum.StrEnum):
     DELETING = "DELETING"
     FAILED = "FAILED"
     UNKNOWN = "UNKNOWN"
+    STOPPED = "STOPPED"
+    SUSPENDED = "SUSPENDED"
+
+
+class PowerState(enum.StrEnum):
+    """What a VM's owner wants its domain to be; the agent converges to it."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUSPENDED = "SUSPENDED"
 
 
 # States in which a VM holds cores and memory on its hypervisor.
-HOLDS_RESOURCES = frozenset({VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.DELETING, VmState.UNKNOWN})
+HOLDS_RESOURCES = frozenset(
+    {VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.DELETING, VmState.UNKNOWN, VmState.STOPPED, VmState.SUSPENDED}
+)
 
 
 @dataclass
@@ -57,12 +69,25 @@ class VmRecord:
     trace_context: dict[str, str] = field(default_factory=dict)
     # Error status of a FAILED VM: {"code": int, "reason": str, "message": str}.
     error: dict[str, Any] = field(default_factory=dict)
+    # Power: the nameserver writes the desired state and bumps the generation; the agent carries
+    # the action out and sets power_applied to that generation (or records power_error, with the
+    # generation it belongs to, if it could not).
+    power: str = PowerState.RUNNING
+    power_generation: int = 0
+    power_applied: int = 0
+    power_operation: str = ""
+    power_error: dict[str, Any] = field(default_factory=dict)
     # The etcd mod_revision it was read at (its etag); not stored.
     revision: int = 0
 
     @property
     def name(self) -> str:
         return f"virtualMachines/{self.id}"
+
+    @property
+    def power_pending(self) -> bool:
+        """A power action was asked for and the agent has not carried it out yet."""
+        return self.power_applied < self.power_generation
 
 
 @dataclass
@@ -101,9 +126,11 @@ class HostUsage:
 @dataclass
 class OperationRecord:
     id: str
-    kind: str  # "create" | "delete"
+    kind: str  # "create" | "delete" | a power action ("stop", "start", "restart", "suspend", "resume")
     vm_id: str
     create_time: float = field(default_factory=time.time)
+    # A power action's generation: done once the VM's power_applied reaches it.
+    generation: int = 0
 
     @property
     def name(self) -> str:

@@ -4,6 +4,10 @@ Level-triggered: on start, on every change under ``placements/<host>/`` and ever
 it compares the VMs placed here with the domains the driver reports and converges. After a crash
 it adopts running domains that are still wanted (reconnecting their guest channels) and destroys
 the rest, so nothing leaks. Each VM is handled by one task at a time.
+
+Power actions arrive the same way: the nameserver writes the power state the owner wants (and a
+new generation) in the VM record and touches its placement key; the agent stops, suspends,
+resumes, starts or restarts the domain and records the generation it carried out.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from services.common.errors import (
     error_to_dict,
 )
 from services.common.keys import Keys
-from services.common.records import HostUsage, HypervisorRecord, ImageRecord, VmRecord, VmState
+from services.common.records import HostUsage, HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
 from services.common.registration import Registration
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
-from services.hypervisor.drivers.base import DomainSpec, DriverError, GuestChannel, HypervisorDriver
+from services.hypervisor.drivers.base import DomainInfo, DomainSpec, DriverError, Exit, GuestChannel, HypervisorDriver
 from services.hypervisor.image_cache import CachedImage, ImageCache
 from services.hypervisor.overlay import create_overlay
 
@@ -59,6 +63,19 @@ class AgentConfig:
     cpu_allocation_ratio: float = 1.0
     """Virtual CPUs offered per physical CPU (Nova's cpu_allocation_ratio). 1.0 suits batch
     nodes whose cores the LRMS accounts; cloud and test hosts overcommit."""
+    sync_timeout: float = 30.0
+    """Seconds a guest has to sync its file systems before it is stopped (then it is stopped
+    anyway: a hung guest must not block its owner's stop)."""
+
+
+# What a VM's domain looks like to the driver: running, paused, or no domain at all.
+RUNNING, PAUSED, NO_DOMAIN = "running", "paused", "none"
+
+
+def _condition(info: DomainInfo | None) -> str:
+    if info is None:
+        return NO_DOMAIN
+    return PAUSED if info.paused else RUNNING if info.running else NO_DOMAIN
 
 
 @dataclass
@@ -66,8 +83,16 @@ class _Tracked:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failed: str = ""
+    # Why commands cannot run in the guest now ("it is STOPPED"); empty when they can.
+    unavailable: str = ""
     # A change arrived while the task ran: handle the VM again when it ends.
     dirty: bool = False
+    # The newest placement value seen, and the one the running task started from.
+    placement: bytes = b""
+    handling: bytes = b""
+    # (placement value, domain condition) once the VM reached what its record asks for: a
+    # periodic pass skips it while both still hold.
+    steady: tuple[bytes, str] | None = None
 
 
 class Agent:
@@ -161,12 +186,12 @@ class Agent:
         entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
         wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
         domains = await self.driver.list()
-        running = {d.vm_id for d in domains if d.running}
+        observed = {d.vm_id: _condition(d) for d in domains}
         for vm_id, placement in wanted.items():
             tracked = self._tracked.get(vm_id)
-            if placement != DELETE_MARK and tracked is not None and tracked.ready.is_set() and vm_id in running:
-                continue  # settled: its guest answered, its domain runs and nobody asked it gone
-            self._ensure(vm_id)
+            if placement != DELETE_MARK and tracked is not None and tracked.steady == (placement, observed.get(vm_id, NO_DOMAIN)):
+                continue  # settled: nothing asked of it since it reached its state, and its domain is still so
+            self._ensure(vm_id, placement)
         for dom in domains:
             if dom.vm_id not in wanted and dom.vm_id not in self._tracked:
                 LOG.warning("hypervisor %s: destroying %s, which the registry does not place here", self.cfg.host, dom.vm_id)
@@ -180,8 +205,10 @@ class Agent:
             return []
         return [p.name for p in self.cfg.run_dir.iterdir() if p.is_dir() and p.name.startswith("vm-") and p.name not in wanted and p.name not in self._tracked]
 
-    def _ensure(self, vm_id: str) -> None:
+    def _ensure(self, vm_id: str, placement: bytes | None = None) -> None:
         tracked = self._tracked.setdefault(vm_id, _Tracked())
+        if placement is not None:
+            tracked.placement = placement
         if tracked.task is None or tracked.task.done():
             tracked.dirty = False
             tracked.task = asyncio.create_task(self._handle(vm_id))
@@ -200,10 +227,13 @@ class Agent:
         tracked = self._tracked.get(vm_id)
         if placement == DELETE_MARK and tracked is not None and tracked.task is not None and not tracked.task.done():
             tracked.task.cancel()
-        self._ensure(vm_id)
+        self._ensure(vm_id, placement)
 
     async def _handle(self, vm_id: str) -> None:
         """Brings one VM to what its record asks for."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is not None:
+            tracked.handling = tracked.placement
         entry = await self._store.get(self._keys.vm(vm_id))
         if entry is None:
             await self._forget(vm_id, None)
@@ -215,8 +245,36 @@ class Agent:
             await self._release(vm_id, vm, delete_record=False)
         elif vm.state in (VmState.SCHEDULED, VmState.STARTING):
             await self._start(vm, entry)
+        elif vm.power_pending:
+            await self._power(vm, entry)
         elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
             await self._adopt(vm)
+        elif vm.state == VmState.SUSPENDED:
+            await self._keep_suspended(vm)
+        elif vm.state == VmState.STOPPED:
+            await self._keep_stopped(vm)
+
+    def _steady(self, vm_id: str, condition: str, unavailable: str = "") -> None:
+        """The VM reached what its record asks for; its domain is now in condition."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is None:
+            return
+        tracked.steady = (tracked.handling, condition)
+        tracked.unavailable = unavailable
+        if condition == RUNNING:
+            tracked.ready.set()
+        else:
+            tracked.ready.clear()
+
+    def _unsteady(self, vm_id: str, unavailable: str = "") -> None:
+        """The VM is on its way somewhere: commands wait (or fail, with unavailable) until then."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is not None:
+            tracked.steady, tracked.unavailable = None, unavailable
+            tracked.ready.clear()
+
+    async def _domain(self, vm_id: str) -> DomainInfo | None:
+        return next((d for d in await self.driver.list() if d.vm_id == vm_id), None)
 
     # --- start ----------------------------------------------------------------------------
 
@@ -226,7 +284,14 @@ class Agent:
         started = time.monotonic()
         try:
             with TRACER.start_as_current_span("hypervisor.start_vm", attributes={"vm": vm.name, "host": self.cfg.host}):
-                if vm.state == VmState.STARTING and any(d.vm_id == vm.id for d in await self.driver.list()):
+                # A start or restart asked for (a power generation not yet applied) boots the disk
+                # afresh; otherwise a domain found here is one a previous agent started.
+                fresh_boot = vm.power_pending
+                if fresh_boot:
+                    self._unsteady(vm.id)
+                    await self._sync_guest(vm)  # a restart keeps what the guest wrote
+                    await self.driver.stop(vm.id)
+                elif vm.state == VmState.STARTING and await self._domain(vm.id) is not None:
                     await self._adopt(vm)  # the previous agent got this far before it died
                     return
                 starting = await self._transition(
@@ -243,12 +308,13 @@ class Agent:
                     ready = await self.driver.guest(vm.id).wait_ready(self.cfg.ready_timeout)
                 boot = time.monotonic() - started
                 # Work waiting for this guest (an Exec) may start now; the registry follows.
-                self._tracked[vm.id].ready.set()
+                self._steady(vm.id, RUNNING)
                 virtualization = self._record.virtualization if self._record else ""
 
                 def activate(rec: VmRecord) -> bool:
                     rec.boot_seconds, rec.virtualization = boot, virtualization
                     rec.state_message = f"guest ready ({ready.kernel_release})"
+                    rec.power_applied = max(rec.power_applied, vm.power_generation)
                     return True
 
                 if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
@@ -281,7 +347,7 @@ class Agent:
         vm_dir = self.cfg.run_dir / vm.id
         vm_dir.mkdir(parents=True, exist_ok=True)
         disk = vm_dir / "disk.qcow2"
-        if image is not None:
+        if image is not None and not disk.exists():  # a stopped VM boots the disk it had
             await create_overlay(image.disk, disk)
         cmdline = f"{image.cmdline} wnodes.hostname={vm.hostname}".strip() if image else ""
         return DomainSpec(
@@ -308,7 +374,10 @@ class Agent:
             rec.error = error_to_dict(err)
             return True
 
-        await self._transition(vm.id, VmState.FAILED, err.message, expect={VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.UNKNOWN}, mutate=record_error)
+        await self._transition(
+            vm.id, VmState.FAILED, err.message, mutate=record_error,
+            expect={VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.UNKNOWN, VmState.STOPPED, VmState.SUSPENDED},
+        )
         tracked = self._tracked.get(vm.id)
         if tracked:
             tracked.failed = err.message
@@ -318,7 +387,11 @@ class Agent:
 
     async def _adopt(self, vm: VmRecord) -> None:
         """A VM that should run here: check its domain is there and its guest answers."""
-        if not any(d.vm_id == vm.id and d.running for d in await self.driver.list()):
+        domain = await self._domain(vm.id)
+        if domain is not None and domain.paused:
+            # Left paused by an agent that died while it held the VM still (suspend, save).
+            await self.driver.resume(vm.id)
+        elif domain is None or not domain.running:
             await self._fail(vm, DriverError(f"the domain of {vm.name} is gone (it crashed or the host restarted)"))
             return
         message = "guest ready (adopted after an agent restart)"
@@ -335,7 +408,110 @@ class Agent:
         if vm.state != VmState.ACTIVE:
             await self._transition(vm.id, VmState.ACTIVE, message, expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
             LOG.info("%s adopted on %s", vm.name, self.cfg.host)
-        self._tracked[vm.id].ready.set()
+        self._steady(vm.id, RUNNING)
+
+    async def _keep_suspended(self, vm: VmRecord) -> None:
+        """A SUSPENDED VM: its domain must be there, paused."""
+        domain = await self._domain(vm.id)
+        if domain is None:
+            await self._fail(vm, DriverError(f"the suspended domain of {vm.name} is gone (the host restarted?)"))
+            return
+        if not domain.paused:
+            await self.driver.suspend(vm.id)
+        self._steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
+
+    async def _keep_stopped(self, vm: VmRecord) -> None:
+        """A STOPPED VM: no domain (a leftover one, e.g. from an agent that died mid-stop, goes)."""
+        if await self._domain(vm.id) is not None:
+            await self.driver.stop(vm.id)
+        self._steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
+
+    # --- power ----------------------------------------------------------------------------
+
+    async def _power(self, vm: VmRecord, entry: Entry) -> None:
+        """Carries out the power action the record asks for (one generation), or records why not."""
+        generation = vm.power_generation
+        target = PowerState(vm.power)
+        try:
+            with TRACER.start_as_current_span("hypervisor.power", attributes={"vm": vm.name, "target": target.value}):
+                if target == PowerState.STOPPED:
+                    self._unsteady(vm.id, f"{vm.name} is stopping")
+                    await self._sync_guest(vm)
+                    await self.driver.stop(vm.id)
+                    if await self._settle(vm, VmState.STOPPED, "stopped", generation):
+                        self._steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
+                elif target == PowerState.SUSPENDED:
+                    self._unsteady(vm.id, f"{vm.name} is being suspended")
+                    await self.driver.suspend(vm.id)
+                    if await self._settle(vm, VmState.SUSPENDED, "suspended", generation):
+                        self._steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
+                elif vm.state == VmState.SUSPENDED:
+                    await self.driver.resume(vm.id)
+                    if await self._settle(vm, VmState.ACTIVE, "resumed", generation):
+                        self._steady(vm.id, RUNNING)
+                else:  # start a STOPPED VM or restart an ACTIVE one: boot its disk again
+                    doing = "restarting" if vm.state == VmState.ACTIVE else "starting"
+                    self._unsteady(vm.id)
+                    starting = await self._transition(vm.id, VmState.STARTING, doing, expect={VmState.ACTIVE, VmState.STOPPED}, known=entry)
+                    if starting is not None:
+                        await self._start(records.load(VmRecord, starting.value), starting)
+                    return
+            LOG.info("%s: %s done on %s", vm.name, target.value.lower(), self.cfg.host)
+        except (DriverError, WnodesError) as exc:
+            await self._power_failed(vm, generation, exc)
+
+    async def _settle(self, vm: VmRecord, state: VmState, message: str, generation: int) -> bool:
+        def applied(rec: VmRecord) -> bool:
+            rec.power_applied = max(rec.power_applied, generation)
+            return True
+
+        done = await self._transition(
+            vm.id, state, message, expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED}, mutate=applied
+        )
+        if done is None:
+            self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+        return done is not None
+
+    async def _power_failed(self, vm: VmRecord, generation: int, exc: BaseException) -> None:
+        """The action could not be carried out: the VM stays as it is and the operation fails."""
+        err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="POWER_ACTION_FAILED")
+        LOG.error("%s: %s failed on %s: %s", vm.name, vm.power.lower(), self.cfg.host, err.message)
+        domain = await self._domain(vm.id)
+        condition = _condition(domain)
+        # What the VM is now, whatever was asked.
+        state, power_state = {
+            RUNNING: (VmState.ACTIVE, PowerState.RUNNING),
+            PAUSED: (VmState.SUSPENDED, PowerState.SUSPENDED),
+            NO_DOMAIN: (VmState.STOPPED, PowerState.STOPPED),
+        }[condition]
+
+        def record(rec: VmRecord) -> bool:
+            rec.power, rec.power_applied = power_state, max(rec.power_applied, generation)
+            rec.power_error = {**error_to_dict(err), "generation": generation}
+            return True
+
+        await self._transition(
+            vm.id, state, f"{vm.power.lower()} failed: {err.message}", mutate=record,
+            expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED},
+        )
+        self._steady(vm.id, condition, "" if condition == RUNNING else f"{vm.name} is {state}")
+
+    async def _sync_guest(self, vm: VmRecord) -> None:
+        """Asks the guest to write what it holds in memory to its disk (a stop must not lose the
+        files its owner just wrote). A paused guest is resumed for it. Best effort, bounded."""
+        domain = await self._domain(vm.id)
+        if domain is None:
+            return
+        try:
+            async with asyncio.timeout(self.cfg.sync_timeout):
+                if domain.paused:
+                    await self.driver.resume(vm.id)
+                guest = self.driver.guest(vm.id)
+                async for event in guest.exec("sync"):
+                    if isinstance(event, Exit) and event.code != 0:
+                        LOG.warning("%s: sync in the guest exited %d", vm.name, event.code)
+        except (TimeoutError, DriverError) as exc:
+            LOG.warning("%s: the guest did not sync (%s); stopping it anyway", vm.name, exc or "timeout")
 
     # --- delete ---------------------------------------------------------------------------
 
@@ -416,6 +592,8 @@ class Agent:
                 while not tracked.ready.is_set():
                     if tracked.failed:
                         raise FailedPrecondition(f"virtualMachines/{vm_id} failed: {tracked.failed}", reason="VM_FAILED")
+                    if tracked.unavailable:
+                        raise FailedPrecondition(f"{tracked.unavailable}: start or resume it first", reason="VM_NOT_RUNNING")
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.2):
                             await tracked.ready.wait()

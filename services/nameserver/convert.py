@@ -9,6 +9,7 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
 from services.common.grpc_errors import error_to_status
 from services.common.records import HypervisorRecord, NameserverRecord, VmRecord
+from services.nameserver.power import POWER_KINDS
 from services.nameserver.registry import HypervisorView, OperationView, VmSpec
 from wnodes.v1 import common_pb2, hypervisor_pb2, virtual_machine_pb2
 
@@ -63,7 +64,7 @@ def operation_to_proto(view: OperationView) -> operations_pb2.Operation:
     if view.done:
         if view.error is not None:
             op.error.CopyFrom(error_to_status(view.error))
-        elif view.op.kind == "create" and view.vm is not None:
+        elif view.vm is not None and (view.op.kind == "create" or view.op.kind in POWER_KINDS):
             op.response.Pack(vm_to_proto(view.vm))
         else:
             packed = any_pb2.Any()

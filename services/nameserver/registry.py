@@ -40,7 +40,7 @@ from services.common.records import (
     VmState,
 )
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
-from services.nameserver import validation
+from services.nameserver import power, validation
 from services.nameserver.host_cache import HostCache
 from services.nameserver.scheduling.host_state import PlacementRequest
 from services.nameserver.scheduling.scheduler import Scheduler
@@ -214,12 +214,55 @@ class Registry:
                 return op
 
     async def _existing_delete_op(self, vm: VmRecord) -> OperationRecord | None:
-        op_id = vm.labels.get("wnodes.delete_operation", "")
-        entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
-        return records.load(OperationRecord, entry.value) if entry else None
+        return await self._load_operation(vm.labels.get("wnodes.delete_operation", ""))
 
     def _lease_deletes(self, vm: VmRecord) -> list[Put | Delete]:
         return [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
+
+    # --- power actions --------------------------------------------------------------------
+
+    async def power_action(self, vm_id: str, principal: Principal, action: power.PowerAction) -> OperationView:
+        """Records the power state the owner wants and wakes the VM's agent, which carries it out.
+
+        One action at a time per VM: asking again for the action in flight returns its operation
+        (a retry is harmless); asking for another one fails until it is done."""
+        while True:
+            entry, vm = await self._load_vm(vm_id, principal)
+            if vm.power_pending:
+                in_flight = await self._load_operation(vm.power_operation)
+                if in_flight is not None and in_flight.kind == action:
+                    return await self.get_operation(in_flight.name, principal)
+                doing = in_flight.kind if in_flight else "power action"
+                raise FailedPrecondition(
+                    f"cannot {action} {vm.name}: a {doing} is in progress (operations/{vm.power_operation}); "
+                    "ask again once it is done",
+                    reason="POWER_ACTION_IN_PROGRESS",
+                )
+            plan = power.plan(vm, action)
+            if plan.noop:
+                op = OperationRecord(id=uuid.uuid4().hex, kind=action, vm_id=vm_id, generation=vm.power_applied)
+                await self._store.put(self._keys.operation(op.id), records.dump(op))
+                return OperationView(op, done=True, vm=vm)
+            op = OperationRecord(id=uuid.uuid4().hex, kind=action, vm_id=vm_id, generation=vm.power_generation + 1)
+            vm.power, vm.power_generation, vm.power_operation = plan.target, op.generation, op.id
+            vm.state_message, vm.update_time = f"{action} requested", time.time()
+            ok, revision = await self._store.txn(
+                [Compare(entry.key, entry.mod_revision)],
+                [
+                    Put(entry.key, records.dump(vm)),
+                    Put(self._keys.operation(op.id), records.dump(op)),
+                    # a new value on the placement key wakes the agent's watch
+                    Put(self._keys.placement(vm.hypervisor, vm.id), f"power {op.generation}".encode()),
+                ],
+            )
+            if ok:
+                vm.revision = revision
+                LOG.info("%s of %s requested (%s)", action, vm.name, op.name)
+                return OperationView(op, done=False, vm=vm)
+
+    async def _load_operation(self, op_id: str) -> OperationRecord | None:
+        entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
+        return records.load(OperationRecord, entry.value) if entry else None
 
     # --- read -----------------------------------------------------------------------------
 
@@ -288,6 +331,8 @@ class Registry:
             raise NotFound(f"operations/{op_id} does not exist")
         if op.kind == "delete":
             return OperationView(op, done=vm is None, vm=vm)
+        if op.kind in power.POWER_KINDS:
+            return _power_operation_view(op, vm)
         if vm is None:
             return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before it became active"))
         if vm.state == VmState.ACTIVE:
@@ -353,6 +398,19 @@ class Registry:
             rec = records.load(NameserverRecord, e.value)
             out.append((rec, sorted(d for d, (_, m) in leaders.items() if m == rec.id)))
         return out
+
+
+def _power_operation_view(op: OperationRecord, vm: VmRecord | None) -> OperationView:
+    """A power action is done once the agent applied its generation (or gave up on it)."""
+    if vm is None:
+        return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before the {op.kind} finished"))
+    if vm.state == VmState.FAILED:
+        return OperationView(op, True, vm, error_from_dict(vm.error or {}, vm.state_message))
+    if vm.power_applied < op.generation:
+        return OperationView(op, False, vm)
+    if vm.power_error and vm.power_error.get("generation") == op.generation:
+        return OperationView(op, True, vm, error_from_dict(vm.power_error, f"the {op.kind} failed"))
+    return OperationView(op, True, vm)
 
 
 def _may_see(vm: VmRecord, principal: Principal) -> bool:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from services.hypervisor.drivers.base import DomainSpec, DriverError, ExecutionLost, Exit, HypervisorDriver, Stdout, new_exec_key
+from services.hypervisor.drivers.base import (
+    DomainNotFound,
+    DomainSpec,
+    DriverError,
+    ExecutionLost,
+    Exit,
+    HypervisorDriver,
+    Stdout,
+    new_exec_key,
+)
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.drivers.libvirt.driver import LibvirtDriver
 
@@ -24,7 +33,11 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> HypervisorDriver:
 
 
 def spec(vm_id: str, tmp_path: Path) -> DomainSpec:
-    return DomainSpec(vm_id=vm_id, vcpu_count=1, memory_mib=128, disk_path=tmp_path / "disk.qcow2",
+    # The disk sits in the VM's own directory of the driver's run_dir, as the agent puts it.
+    disk = tmp_path / vm_id / "disk.qcow2"
+    disk.parent.mkdir(parents=True, exist_ok=True)
+    disk.touch()
+    return DomainSpec(vm_id=vm_id, vcpu_count=1, memory_mib=128, disk_path=disk,
                       hostname=f"h-{vm_id}", mac_address="52:54:00:00:00:01")
 
 
@@ -50,6 +63,46 @@ async def test_a_second_start_of_the_same_vm_fails_and_leaves_the_first(driver: 
         await driver.define_and_start(spec("vm-c1", tmp_path))
     assert [d.vm_id for d in await driver.list()] == ["vm-c1"]
     await driver.destroy("vm-c1")
+
+
+async def test_stop_keeps_the_disk_and_start_boots_it_again(driver: HypervisorDriver, tmp_path: Path) -> None:
+    # Prepare
+    vm = spec("vm-s1", tmp_path)
+    await driver.define_and_start(vm)
+    vm.disk_path.write_bytes(b"the guest's files")
+
+    # Execute
+    await driver.stop("vm-s1")
+    await driver.stop("vm-s1")  # idempotent
+
+    # Assert
+    assert await driver.list() == []
+    assert vm.disk_path.read_bytes() == b"the guest's files"
+    await driver.define_and_start(vm)
+    assert [(d.vm_id, d.running) for d in await driver.list()] == [("vm-s1", True)]
+    await driver.destroy("vm-s1")
+
+
+async def test_suspend_and_resume(driver: HypervisorDriver, tmp_path: Path) -> None:
+    await driver.define_and_start(spec("vm-p1", tmp_path))
+
+    await driver.suspend("vm-p1")
+    await driver.suspend("vm-p1")  # a paused domain stays paused
+    [paused] = await driver.list()
+    assert (paused.running, paused.paused) == (False, True)
+
+    await driver.resume("vm-p1")
+    await driver.resume("vm-p1")  # a running domain stays running
+    [running] = await driver.list()
+    assert (running.running, running.paused) == (True, False)
+    await driver.destroy("vm-p1")
+
+
+async def test_suspend_or_resume_of_a_missing_domain_raises(driver: HypervisorDriver) -> None:
+    with pytest.raises(DomainNotFound):
+        await driver.suspend("vm-missing")
+    with pytest.raises(DomainNotFound):
+        await driver.resume("vm-missing")
 
 
 async def test_host_resources(driver: HypervisorDriver) -> None:

@@ -51,10 +51,19 @@ class VirtualMachine(_message.Message):
         """Could not be created or crashed; state_message says why."""
         UNKNOWN: VirtualMachine._State.ValueType  # 7
         """Its hypervisor's lease expired: the VM may or may not still run."""
+        STOPPED: VirtualMachine._State.ValueType  # 8
+        """Powered off: no domain runs, its disk (with the files written in it) is kept for the next
+        start.
+        """
+        SUSPENDED: VirtualMachine._State.ValueType  # 9
+        """Paused in memory by the hypervisor; resuming it continues where it stopped."""
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """Lifecycle states. A VM moves PENDING -> SCHEDULED -> STARTING -> ACTIVE -> DELETING and is
         then gone; any step may end in FAILED. UNKNOWN means its hypervisor stopped reporting.
+        Power actions move an ACTIVE VM to STOPPED or SUSPENDED and back (a start or restart passes
+        through STARTING again). A STOPPED or SUSPENDED VM keeps its disk, its hypervisor and the
+        cores and memory it holds there.
         """
 
     STATE_UNSPECIFIED: VirtualMachine.State.ValueType  # 0
@@ -72,6 +81,12 @@ class VirtualMachine(_message.Message):
     """Could not be created or crashed; state_message says why."""
     UNKNOWN: VirtualMachine.State.ValueType  # 7
     """Its hypervisor's lease expired: the VM may or may not still run."""
+    STOPPED: VirtualMachine.State.ValueType  # 8
+    """Powered off: no domain runs, its disk (with the files written in it) is kept for the next
+    start.
+    """
+    SUSPENDED: VirtualMachine.State.ValueType  # 9
+    """Paused in memory by the hypervisor; resuming it continues where it stopped."""
 
     @_typing.final
     class LabelsEntry(_message.Message):

@@ -6,6 +6,10 @@ channel. The post-conditions in the docstrings are part of the contract and are 
 
 - ``define_and_start`` either leaves a running domain or nothing at all;
 - ``destroy`` is idempotent: destroying a domain that does not exist is not an error;
+- ``stop`` ends and undefines the domain but keeps the VM's disk and files, so that
+  ``define_and_start`` of the same spec boots the same disk again; it is idempotent too;
+- ``suspend`` pauses a domain in memory and ``resume`` continues it; each is a no-op on a domain
+  already in that state and raises DomainNotFound for a missing one;
 - ``list`` shows only the domains this driver owns (its name prefix), so an agent never touches
   a domain that is not WNoDeS's.
 
@@ -80,6 +84,8 @@ class DomainSpec:
 class DomainInfo:
     vm_id: str
     running: bool
+    # Suspended in memory (``running`` is then False).
+    paused: bool = False
     # Driver-specific detail ("running", "shutoff", "crashed", ...), for logs and errors.
     detail: str = ""
 
@@ -177,7 +183,24 @@ class HypervisorDriver(Protocol):
         ...
 
     async def destroy(self, vm_id: str) -> None:
-        """Stops the domain at once and undefines it. A missing domain is not an error."""
+        """Stops the domain at once and undefines it, and removes the files the driver keeps
+        for it. A missing domain is not an error."""
+        ...
+
+    async def stop(self, vm_id: str) -> None:
+        """Stops the domain at once and undefines it, keeping the VM's disk and files (a later
+        define_and_start boots the same disk). The caller syncs the guest first if it cares
+        about what the guest has not written yet. A missing domain is not an error."""
+        ...
+
+    async def suspend(self, vm_id: str) -> None:
+        """Pauses the domain in memory: its vCPUs stop, its memory and devices stay. A paused
+        domain stays paused; a missing one raises DomainNotFound."""
+        ...
+
+    async def resume(self, vm_id: str) -> None:
+        """Continues a paused domain where it stopped. A running domain stays running; a
+        missing one raises DomainNotFound."""
         ...
 
     async def list(self) -> list[DomainInfo]:

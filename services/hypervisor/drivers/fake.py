@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from services.hypervisor.drivers.base import (
     DomainInfo,
+    DomainNotFound,
     DomainSpec,
     DriverError,
     ExecEvent,
@@ -139,7 +140,7 @@ class FakeGuestChannel:
                     await asyncio.sleep(float(seconds))
                 case ["exit", status]:
                     return int(status)
-                case ["true"]:
+                case ["true"] | ["sync"]:
                     code = 0
                 case ["false"]:
                     code = 1
@@ -161,6 +162,7 @@ class FakeDriver:
         self._start_delay = start_delay
         self._fail_on = fail_on
         self.domains: dict[str, DomainSpec] = {}
+        self.paused: set[str] = set()
         self._channels: dict[str, FakeGuestChannel] = {}
         # vm id -> execution key -> what the "guest" logged; lives and dies with the domain
         self.executions: dict[str, dict[str, _FakeExecution]] = {}
@@ -179,12 +181,30 @@ class FakeDriver:
         self.domains[spec.vm_id] = spec
 
     async def destroy(self, vm_id: str) -> None:
+        await self.stop(vm_id)
+
+    async def stop(self, vm_id: str) -> None:
+        # The fake keeps no disk: stopping and destroying are the same to it.
         self.domains.pop(vm_id, None)
+        self.paused.discard(vm_id)
         self._channels.pop(vm_id, None)
         self.executions.pop(vm_id, None)
 
+    async def suspend(self, vm_id: str) -> None:
+        if vm_id not in self.domains:
+            raise DomainNotFound(f"no domain for {vm_id}")
+        self.paused.add(vm_id)
+
+    async def resume(self, vm_id: str) -> None:
+        if vm_id not in self.domains:
+            raise DomainNotFound(f"no domain for {vm_id}")
+        self.paused.discard(vm_id)
+
     async def list(self) -> list[DomainInfo]:
-        return [DomainInfo(vm_id=v, running=True, detail="running") for v in self.domains]
+        return [
+            DomainInfo(vm_id=v, running=v not in self.paused, paused=v in self.paused, detail="paused" if v in self.paused else "running")
+            for v in self.domains
+        ]
 
     def guest(self, vm_id: str) -> FakeGuestChannel:
         spec = self.domains.get(vm_id)

@@ -183,6 +183,12 @@ class LibvirtDriver:
             self._starting.discard(spec.vm_id)
 
     async def destroy(self, vm_id: str) -> None:
+        await self._end(vm_id, remove_files=True)
+
+    async def stop(self, vm_id: str) -> None:
+        await self._end(vm_id, remove_files=False)
+
+    async def _end(self, vm_id: str, *, remove_files: bool) -> None:
         self._check_vm_id(vm_id)
         name = self._domain_name(vm_id)
         channel = self._guests.pop(vm_id, None)
@@ -204,10 +210,43 @@ class LibvirtDriver:
                 except libvirt.libvirtError as exc:
                     if not _is_no_domain(exc):
                         raise DriverError(f"undefining domain {name} failed: {exc}") from exc
-                LOG.info("destroyed domain %s", name)
-            shutil.rmtree(self._run_dir / vm_id, ignore_errors=True)
+                LOG.info("%s domain %s", "destroyed" if remove_files else "stopped", name)
+            if remove_files:
+                shutil.rmtree(self._run_dir / vm_id, ignore_errors=True)
 
-        with _TRACER.start_as_current_span("libvirt.destroy_domain", attributes={"wnodes.vm_id": vm_id}):
+        span = "libvirt.destroy_domain" if remove_files else "libvirt.stop_domain"
+        with _TRACER.start_as_current_span(span, attributes={"wnodes.vm_id": vm_id}):
+            await asyncio.to_thread(call)
+
+    async def suspend(self, vm_id: str) -> None:
+        await self._pause_or_continue(vm_id, pause=True)
+
+    async def resume(self, vm_id: str) -> None:
+        await self._pause_or_continue(vm_id, pause=False)
+
+    async def _pause_or_continue(self, vm_id: str, *, pause: bool) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+
+        def call() -> None:
+            domain = self._lookup(self._connection(), name)
+            if domain is None:
+                raise DomainNotFound(f"no domain {name}")
+            try:
+                state, _reason = domain.state()
+                if pause and state != libvirt.VIR_DOMAIN_PAUSED:
+                    # QEMU drains and flushes its block layer when it pauses: the disk files are
+                    # consistent while the domain is paused.
+                    domain.suspend()
+                elif not pause and state == libvirt.VIR_DOMAIN_PAUSED:
+                    domain.resume()
+            except libvirt.libvirtError as exc:
+                if _is_no_domain(exc):
+                    raise DomainNotFound(f"no domain {name}") from exc
+                raise DriverError(f"{'suspending' if pause else 'resuming'} domain {name} failed: {exc}") from exc
+            LOG.info("%s domain %s", "suspended" if pause else "resumed", name)
+
+        with _TRACER.start_as_current_span("libvirt.suspend_domain" if pause else "libvirt.resume_domain", attributes={"wnodes.vm_id": vm_id}):
             await asyncio.to_thread(call)
 
     async def list(self) -> list[DomainInfo]:
@@ -323,6 +362,7 @@ class LibvirtDriver:
         return DomainInfo(
             vm_id=vm_id,
             running=state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED),
+            paused=state == libvirt.VIR_DOMAIN_PAUSED,
             detail=_STATES.get(state, f"state {state}"),
         )
 
