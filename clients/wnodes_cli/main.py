@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -27,7 +28,7 @@ def _vm_row(vm: virtual_machine_pb2.VirtualMachine) -> dict[str, Any]:
     return {
         "name": vm.name, "state": STATE.Name(vm.state), "image": vm.image_version or vm.image, "vcpus": vm.vcpu_count,
         "memory_mib": vm.memory_mib, "hypervisor": vm.hypervisor, "hostname": vm.hostname, "owner": f"{vm.owner.user}/{vm.owner.vo}",
-        "job": vm.labels.get("slurm_job_id", ""), "message": vm.state_message,
+        "job": vm.labels.get("slurm_job_id", ""), "ssh": vm.ssh_endpoint, "message": vm.state_message,
     }
 
 
@@ -53,9 +54,22 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _ssh_keys(values: list[str]) -> list[str]:
+    """--ssh-key takes a public key line or a file of them (e.g. ~/.ssh/id_ed25519.pub)."""
+    keys: list[str] = []
+    for value in values:
+        path = Path(value).expanduser()
+        if path.is_file():
+            keys += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        else:
+            keys.append(value)
+    return keys
+
+
 def cmd_create(client: Client, args: argparse.Namespace) -> int:
     labels = dict(kv.split("=", 1) for kv in args.label)
-    op = client.create_vm(args.image, args.cpus, args.memory, labels=labels)
+    user_data = Path(args.user_data).read_bytes() if args.user_data else b""
+    op = client.create_vm(args.image, args.cpus, args.memory, labels=labels, ssh_public_keys=_ssh_keys(args.ssh_key), user_data=user_data)
     meta = op.metadata
     if args.no_wait:
         emit_one(as_dict(meta) if meta else {"operation": op.name}, args.output)
@@ -78,7 +92,7 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
     if args.output == "json":
         emit([as_dict(v) for v in vms], [], "json")
     else:
-        emit([_vm_row(v) for v in vms], ["name", "state", "image", "vcpus", "memory_mib", "hypervisor", "owner"], "table")
+        emit([_vm_row(v) for v in vms], ["name", "state", "image", "vcpus", "memory_mib", "hypervisor", "ssh", "owner"], "table")
     return 0
 
 
@@ -157,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--cpus", type=int, default=1)
     create.add_argument("--memory", type=int, default=256, help="MiB")
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--ssh-key", action="append", default=[], metavar="KEY_OR_FILE",
+                        help="public key (or a .pub file) allowed to log in as root and wnodes; gives the VM an SSH endpoint")
+    create.add_argument("--user-data", metavar="FILE", help="contextualisation payload; run once at first boot if it starts with #!")
     create.add_argument("--no-wait", action="store_true", help="return at once with the operation")
     create.add_argument("--timeout", type=float, default=600)
     create.set_defaults(fn=cmd_create)

@@ -112,16 +112,23 @@ class Client:
         labels: dict[str, str] | None = None,
         pinned_hypervisor: str = "",
         user_data: bytes = b"",
+        ssh_public_keys: Sequence[str] = (),
         request_id: str | None = None,
     ) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
         """Starts creating a VM; the handle's result() is the ACTIVE VM. Retries reuse one
-        request_id, so a VM is never created twice."""
+        request_id, so a VM is never created twice.
+
+        With ssh_public_keys (OpenSSH public key lines) the VM gets an SSH endpoint
+        (``vm.ssh_endpoint``, "127.0.0.1:PORT" on its hypervisor) that lets those keys in as
+        root and as the user wnodes once it is ACTIVE. user_data is stored in the guest and run
+        once if it is a script ("#!...")."""
         vm = virtual_machine_pb2.VirtualMachine(
             image=image, vcpu_count=vcpu_count, memory_mib=memory_mib, labels=labels or {},
-            pinned_hypervisor=pinned_hypervisor, user_data=user_data,
+            pinned_hypervisor=pinned_hypervisor,
         )
         request = virtual_machine_service_pb2.CreateVirtualMachineRequest(
-            virtual_machine=vm, request_id=request_id or uuid.uuid4().hex
+            virtual_machine=vm, request_id=request_id or uuid.uuid4().hex, ssh_public_keys=list(ssh_public_keys),
+            user_data=user_data,
         )
         op = self._call(self._vms.CreateVirtualMachine, request)
         return OperationHandle(op, self._wait, virtual_machine_pb2.VirtualMachine, virtual_machine_pb2.VirtualMachine)

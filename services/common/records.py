@@ -59,6 +59,10 @@ class VmRecord:
     mac_address: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     user_data: str = ""  # base64
+    # OpenSSH public keys for root and the user wnodes; a VM with keys gets a NIC and an endpoint.
+    ssh_public_keys: list[str] = field(default_factory=list)
+    # "127.0.0.1:PORT" on its hypervisor, forwarded to the guest's port 22 (set by the agent).
+    ssh_endpoint: str = ""
     bandwidth_mbps: int = 0
     request_id: str = ""
     virtualization: str = ""

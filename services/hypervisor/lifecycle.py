@@ -13,6 +13,7 @@ resumes, starts or restarts the domain and records the generation it carried out
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import shutil
@@ -36,9 +37,20 @@ from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
 from services.common.registration import Registration
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
-from services.hypervisor.drivers.base import DomainInfo, DomainSpec, DriverError, Exit, GuestChannel, HypervisorDriver
+from services.hypervisor.drivers.base import (
+    DomainInfo,
+    DomainSpec,
+    DriverError,
+    Exit,
+    GuestChannel,
+    HypervisorDriver,
+    PortForward,
+    Stderr,
+    UserNetworkSpec,
+)
 from services.hypervisor.image_cache import CachedImage, ImageCache
 from services.hypervisor.overlay import create_overlay
+from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, contextualisation_script, port_of
 
 LOG = logging.getLogger(__name__)
 # The value the nameserver writes on a placement key when the VM is to be deleted.
@@ -66,6 +78,10 @@ class AgentConfig:
     sync_timeout: float = 30.0
     """Seconds a guest has to sync its file systems before it is stopped (then it is stopped
     anyway: a hung guest must not block its owner's stop)."""
+    ssh_ports: tuple[int, int] = (22000, 22999)
+    """Host ports (on 127.0.0.1) forwarded to the SSH servers of this host's VMs."""
+    contextualise_timeout: float = 60.0
+    """Seconds the guest has to install the owner's keys and user data and start sshd."""
 
 
 # What a VM's domain looks like to the driver: running, paused, or no domain at all.
@@ -95,6 +111,14 @@ class _Tracked:
     steady: tuple[bytes, str] | None = None
 
 
+def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
+    def mutate(rec: VmRecord) -> bool:
+        rec.ssh_endpoint = endpoint
+        return True
+
+    return mutate
+
+
 class Agent:
     def __init__(
         self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None
@@ -111,6 +135,7 @@ class Agent:
         self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._images: dict[str, ImageRecord] = {}
+        self._ssh_ports = SshPorts(*cfg.ssh_ports)
 
     # --- registration ---------------------------------------------------------------------
 
@@ -239,6 +264,8 @@ class Agent:
             await self._forget(vm_id, None)
             return
         vm = records.load(VmRecord, entry.value)
+        if vm.ssh_endpoint:
+            self._ssh_ports.note(vm.id, vm.ssh_endpoint)
         if vm.state == VmState.DELETING:
             await self._forget(vm_id, vm)
         elif vm.state == VmState.FAILED:
@@ -294,18 +321,22 @@ class Agent:
                 elif vm.state == VmState.STARTING and await self._domain(vm.id) is not None:
                     await self._adopt(vm)  # the previous agent got this far before it died
                     return
+                endpoint = self._ssh_ports.assign(vm.id, vm.ssh_endpoint) if vm.ssh_public_keys else ""
                 starting = await self._transition(
-                    vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING}, known=entry
+                    vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING},
+                    mutate=_with_endpoint(endpoint), known=entry,
                 )
                 if starting is None:
                     return
                 with TRACER.start_as_current_span("image_cache.ensure"):
                     image = await self._image(vm)
-                spec = await self._domain_spec(vm, image)
                 with TRACER.start_as_current_span("driver.define_and_start"):
-                    await self.driver.define_and_start(spec)
+                    endpoint = await self._define_and_start(vm, image, endpoint)
                 with TRACER.start_as_current_span("guest.wait_ready"):
                     ready = await self.driver.guest(vm.id).wait_ready(self.cfg.ready_timeout)
+                if vm.ssh_public_keys or vm.user_data:
+                    with TRACER.start_as_current_span("guest.contextualise"):
+                        await self._contextualise(vm)
                 boot = time.monotonic() - started
                 # Work waiting for this guest (an Exec) may start now; the registry follows.
                 self._steady(vm.id, RUNNING)
@@ -313,7 +344,7 @@ class Agent:
 
                 def activate(rec: VmRecord) -> bool:
                     rec.boot_seconds, rec.virtualization = boot, virtualization
-                    rec.state_message = f"guest ready ({ready.kernel_release})"
+                    rec.state_message = f"guest ready ({ready.kernel_release})" + (f"; ssh on {endpoint}" if endpoint else "")
                     rec.power_applied = max(rec.power_applied, vm.power_generation)
                     return True
 
@@ -343,7 +374,43 @@ class Agent:
                 await self._registration.publish()
         return cached
 
-    async def _domain_spec(self, vm: VmRecord, image: CachedImage | None) -> DomainSpec:
+    async def _define_and_start(self, vm: VmRecord, image: CachedImage | None, endpoint: str) -> str:
+        """Starts the domain; returns the SSH endpoint it got. A forward port that something
+        else took since it was chosen (QEMU cannot bind it) is chosen again, once."""
+        try:
+            await self.driver.define_and_start(await self._domain_spec(vm, image, endpoint))
+            return endpoint
+        except DriverError as exc:
+            if not endpoint or "hostfwd" not in str(exc) and "host forwarding" not in str(exc):
+                raise
+            LOG.warning("%s: SSH port %s was taken; choosing another", vm.name, endpoint)
+            endpoint = self._ssh_ports.assign(vm.id)
+            if await self._transition(vm.id, VmState.STARTING, "", expect={VmState.STARTING}, mutate=_with_endpoint(endpoint)) is None:
+                raise
+            await self.driver.define_and_start(await self._domain_spec(vm, image, endpoint))
+            return endpoint
+
+    async def _contextualise(self, vm: VmRecord) -> None:
+        """Lets the owner in: keys into authorized_keys, user data stored (and run once), sshd
+        up. Through the guest channel as root, the moment the guest is ready."""
+        script = contextualisation_script(vm.ssh_public_keys, base64.b64decode(vm.user_data))
+        errors, code = b"", None
+        try:
+            async with asyncio.timeout(self.cfg.contextualise_timeout):
+                async for event in self.driver.guest(vm.id).exec(script):
+                    if isinstance(event, Stderr):
+                        errors += event.data
+                    elif isinstance(event, Exit):
+                        code = event.code
+        except TimeoutError as exc:
+            raise FailedPrecondition(
+                f"contextualisation did not finish within {self.cfg.contextualise_timeout:.0f}s", reason="CONTEXTUALISATION_FAILED"
+            ) from exc
+        if code != 0:
+            why = errors.decode(errors="replace").strip()[-500:] or f"exit status {code}"
+            raise FailedPrecondition(f"contextualisation failed: {why}", reason="CONTEXTUALISATION_FAILED")
+
+    async def _domain_spec(self, vm: VmRecord, image: CachedImage | None, ssh_endpoint: str = "") -> DomainSpec:
         vm_dir = self.cfg.run_dir / vm.id
         vm_dir.mkdir(parents=True, exist_ok=True)
         disk = vm_dir / "disk.qcow2"
@@ -360,6 +427,7 @@ class Agent:
             kernel_path=image.kernel if image else None,
             initrd_path=image.initrd if image else None,
             cmdline=cmdline,
+            user_network=UserNetworkSpec(vm.mac_address, (PortForward(port_of(ssh_endpoint), SSH_GUEST_PORT),)) if ssh_endpoint else None,
         )
 
     async def _fail(self, vm: VmRecord, exc: BaseException) -> None:
@@ -519,6 +587,7 @@ class Agent:
         await self._teardown_files(vm_id)
         await self._release(vm_id, vm, delete_record=True)
         self._tracked.pop(vm_id, None)
+        self._ssh_ports.release(vm_id)
         LOG.info("virtualMachines/%s removed from %s", vm_id, self.cfg.host)
 
     async def _teardown_files(self, vm_id: str) -> None:

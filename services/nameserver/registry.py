@@ -61,6 +61,7 @@ class VmSpec:
     user_data: bytes = b""
     bandwidth_mbps: int = 0
     pinned_hypervisor: str = ""
+    ssh_public_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Registry:
         validation.check_size(spec.vcpu_count, spec.memory_mib)
         validation.check_labels(spec.labels)
         validation.check_user_data(spec.user_data)
+        ssh_keys = validation.check_ssh_public_keys(spec.ssh_public_keys)
         request_id = request_id or uuid.uuid4().hex
         existing = await self._existing_request(request_id)
         if existing:
@@ -116,6 +118,7 @@ class Registry:
             mac_address=_random_mac(),
             labels=dict(spec.labels),
             user_data=base64.b64encode(spec.user_data).decode(),
+            ssh_public_keys=ssh_keys,
             bandwidth_mbps=spec.bandwidth_mbps,
             pinned_hypervisor=spec.pinned_hypervisor.removeprefix("hypervisors/"),
             request_id=request_id,

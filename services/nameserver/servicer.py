@@ -30,7 +30,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         view = await self._registry.create_vm(
-            convert.spec_from_proto(request.virtual_machine), principal, request.request_id, carrier
+            convert.spec_from_request(request), principal, request.request_id, carrier
         )
         return convert.operation_to_proto(view)
 

@@ -130,6 +130,7 @@ class VirtualMachine(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     BOOT_SECONDS_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    SSH_ENDPOINT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"virtualMachines/{id}"."""
     image: _builtins.str
@@ -160,6 +161,10 @@ class VirtualMachine(_message.Message):
     etag: _builtins.str
     """Changes whenever the VM does. An update that carries an etag fails with ABORTED if the VM
     changed since it was read (optimistic concurrency, e.g. two jobs claiming one idle VM).
+    """
+    ssh_endpoint: _builtins.str
+    """Output only. Where the VM's SSH server is reachable, "127.0.0.1:PORT" on its hypervisor,
+    when it was created with SSH public keys; empty otherwise.
     """
     @_builtins.property
     def owner(self) -> _common_pb2.Owner: ...
@@ -204,10 +209,11 @@ class VirtualMachine(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         boot_seconds: _builtins.float = ...,
         etag: _builtins.str = ...,
+        ssh_endpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "owner", b"owner", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "boot_seconds", b"boot_seconds", "create_time", b"create_time", "etag", b"etag", "hostname", b"hostname", "hypervisor", b"hypervisor", "image", b"image", "image_version", b"image_version", "labels", b"labels", "mac_address", b"mac_address", "memory_mib", b"memory_mib", "name", b"name", "networks", b"networks", "owner", b"owner", "pinned_hypervisor", b"pinned_hypervisor", "state", b"state", "state_message", b"state_message", "update_time", b"update_time", "user_data", b"user_data", "vcpu_count", b"vcpu_count", "virtualization", b"virtualization", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "boot_seconds", b"boot_seconds", "create_time", b"create_time", "etag", b"etag", "hostname", b"hostname", "hypervisor", b"hypervisor", "image", b"image", "image_version", b"image_version", "labels", b"labels", "mac_address", b"mac_address", "memory_mib", b"memory_mib", "name", b"name", "networks", b"networks", "owner", b"owner", "pinned_hypervisor", b"pinned_hypervisor", "ssh_endpoint", b"ssh_endpoint", "state", b"state", "state_message", b"state_message", "update_time", b"update_time", "user_data", b"user_data", "vcpu_count", b"vcpu_count", "virtualization", b"virtualization", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

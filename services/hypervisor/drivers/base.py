@@ -53,6 +53,25 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    """A TCP port of the host forwarded to a port of the guest."""
+
+    host_port: int
+    guest_port: int
+    host_address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class UserNetworkSpec:
+    """A virtio NIC on QEMU's user-mode network (slirp): the guest is 10.0.2.15/24 behind the
+    gateway 10.0.2.2 and reaches nothing else (restrict=on); only the forwards reach the guest.
+    Needs no bridge, no tap and no privileges: interactive access on any host."""
+
+    mac_address: str
+    forwards: tuple[PortForward, ...] = ()
+
+
+@dataclass(frozen=True)
 class VolumeSpec:
     """A block device attached besides the root disk."""
 
@@ -78,6 +97,7 @@ class DomainSpec:
     cmdline: str = ""
     networks: tuple[NetworkSpec, ...] = ()
     volumes: tuple[VolumeSpec, ...] = ()
+    user_network: UserNetworkSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,10 @@ class Exit:
 ExecEvent = Stdout | Stderr | Exit
 
 _EXEC_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+# First line of the agent's contextualisation script (services/hypervisor/ssh_access.py), which
+# carries ``keys_b64='...'`` and ``user_data_b64='...'`` lines: a fake guest recognises it.
+CONTEXTUALISE_HEADER = "# wnodes: contextualise"
 
 
 def new_exec_key() -> str:

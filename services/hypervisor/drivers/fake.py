@@ -3,17 +3,22 @@
 Domains are entries in a dict. Its guest channel answers like a real guest agent, running a
 tiny, safe command language (``echo``, ``exit N``, ``sleep S``, ``uname -r``, ``hostname``,
 ``cat /etc/os-release``, joined with ``;`` or newlines) instead of executing anything on the host.
+It also accepts the agent's contextualisation script (it records the keys and user data it
+carries in ``contexts``, as a real guest would write them to authorized_keys).
 Failure injection: ``fail_on`` names vm ids whose start fails; ``start_delay`` simulates a boot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from services.hypervisor.drivers.base import (
+    CONTEXTUALISE_HEADER,
     DomainInfo,
     DomainNotFound,
     DomainSpec,
@@ -31,6 +36,15 @@ from services.hypervisor.drivers.base import (
 )
 
 FAKE_KERNEL = "6.1.0-fake"
+_B64_ASSIGNMENT = re.compile(r"^(keys_b64|user_data_b64)='([A-Za-z0-9+/=]*)'$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class GuestContext:
+    """What the agent's contextualisation script handed a fake guest."""
+
+    ssh_public_keys: list[str]
+    user_data: bytes
 
 
 @dataclass
@@ -119,6 +133,11 @@ class FakeGuestChannel:
             self._driver.tasks.discard(asyncio.current_task())
 
     async def _interpret(self, command: str, execution: _FakeExecution) -> int:
+        if command.startswith(CONTEXTUALISE_HEADER):
+            values = {name: base64.b64decode(value) for name, value in _B64_ASSIGNMENT.findall(command)}
+            keys = values.get("keys_b64", b"").decode().splitlines()
+            self._driver.contexts[self._vm_id] = GuestContext(keys, values.get("user_data_b64", b""))
+            return 0
         code = 0
         for statement in command.replace("\n", ";").split(";"):
             words = shlex.split(statement)
@@ -167,6 +186,8 @@ class FakeDriver:
         # vm id -> execution key -> what the "guest" logged; lives and dies with the domain
         self.executions: dict[str, dict[str, _FakeExecution]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # vm id -> the last contextualisation its guest received
+        self.contexts: dict[str, GuestContext] = {}
 
     async def host_resources(self) -> HostResources:
         return self._resources
