@@ -4,6 +4,7 @@
                                               exit with its exit code, remove the VM
     wnodes vm create|list|show|delete         manage VMs
     wnodes vm stop|start|restart|suspend|resume NAME...   power actions
+    wnodes vm save NAME IMAGE                 save a VM's disk as a new version of IMAGE
     wnodes images                             images you may use
 """
 
@@ -135,6 +136,18 @@ def cmd_power(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_save(client: Client, args: argparse.Namespace) -> int:
+    op = client.save_vm(args.name, args.image)
+    if args.no_wait:
+        emit_one({"operation": op.name}, args.output)
+        return 0
+    version = op.result(timeout=args.timeout)
+    emit_one(as_dict(version) if args.output == "json" else
+             {"name": version.name, "owner_vo": version.owner_vo, "size_mib": round(version.disk.size_bytes / 2**20, 1),
+              "description": version.description}, args.output)  # fmt: skip
+    return 0
+
+
 def cmd_images(client: Client, args: argparse.Namespace) -> int:
     rows = [{"name": v.name, "owner_vo": v.owner_vo, "state": v.State.Name(v.state), "size_mib": round(v.disk.size_bytes / 2**20, 1),
              "sha256": v.disk.sha256[:12], "description": v.description} for v in client.list_images()]
@@ -188,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--no-wait", action="store_true")
     delete.add_argument("--timeout", type=float, default=120)
     delete.set_defaults(fn=cmd_delete)
+    save = vm.add_parser("save", parents=[OUTPUT], help="save a VM's disk as a new version of an image of your VO")
+    save.add_argument("name")
+    save.add_argument("image", help="image name, new or of your VO (e.g. my-worker)")
+    save.add_argument("--no-wait", action="store_true", help="return at once with the operation")
+    save.add_argument("--timeout", type=float, default=1800)
+    save.set_defaults(fn=cmd_save)
     for action, (_method, help_text) in POWER_ACTIONS.items():
         power = vm.add_parser(action, parents=[OUTPUT], help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         power.add_argument("names", nargs="+", metavar="NAME")

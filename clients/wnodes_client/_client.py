@@ -138,6 +138,13 @@ class Client:
         op = self._call(self._vms.DeleteVirtualMachine, request)
         return OperationHandle(op, self._wait, empty_pb2.Empty, virtual_machine_pb2.VirtualMachine)
 
+    def save_vm(self, name: str, image_name: str) -> OperationHandle[image_pb2.ImageVersion]:
+        """Saves the VM's disk as a new version of image_name (of your VO); the handle's
+        result() is that ImageVersion. A running VM is paused for the copy and goes on."""
+        request = virtual_machine_service_pb2.SaveVirtualMachineRequest(name=_vm_name(name), image_name=image_name)
+        op = self._call(self._vms.SaveVirtualMachine, request)
+        return OperationHandle(op, self._wait, image_pb2.ImageVersion, virtual_machine_pb2.VirtualMachine)
+
     # Power actions: each returns a handle whose result() is the VM once the action is done.
 
     def stop_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:

@@ -81,6 +81,8 @@ class VmRecord:
     power_applied: int = 0
     power_operation: str = ""
     power_error: dict[str, Any] = field(default_factory=dict)
+    # A save asked for and not done yet: {"operation": id, "image": name}.
+    pending_save: dict[str, Any] = field(default_factory=dict)
     # The etcd mod_revision it was read at (its etag); not stored.
     revision: int = 0
 
@@ -130,11 +132,20 @@ class HostUsage:
 @dataclass
 class OperationRecord:
     id: str
-    kind: str  # "create" | "delete" | a power action ("stop", "start", "restart", "suspend", "resume")
+    kind: str  # "create" | "delete" | "save" | a power action ("stop", "start", "restart", "suspend", "resume")
     vm_id: str
     create_time: float = field(default_factory=time.time)
     # A power action's generation: done once the VM's power_applied reaches it.
     generation: int = 0
+    # Who asked: only they (and admins) see it, even once its VM is gone. Empty on old records.
+    owner_user: str = ""
+    owner_vo: str = ""
+    # What else it acts on (a save's image name, a volume's id).
+    target: str = ""
+    # Set by whoever finishes work the VM's record does not show (a save): the outcome, e.g.
+    # {"image_version": "images/x/versions/2"}, or the error as {"code", "reason", "message"}.
+    result: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

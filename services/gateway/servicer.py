@@ -65,6 +65,12 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         return await call(self._auth.authenticate(context), self._b.registry.DeleteVirtualMachine, request)
 
     @maps_errors
+    async def SaveVirtualMachine(
+        self, request: virtual_machine_service_pb2.SaveVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.SaveVirtualMachine, request)
+
+    @maps_errors
     async def StopVirtualMachine(
         self, request: virtual_machine_service_pb2.StopVirtualMachineRequest, context: Ctx
     ) -> operations_pb2.Operation:

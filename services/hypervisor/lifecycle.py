@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -34,7 +35,7 @@ from services.common.errors import (
     error_to_dict,
 )
 from services.common.keys import Keys
-from services.common.records import HostUsage, HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
+from services.common.records import HostUsage, HypervisorRecord, ImageRecord, OperationRecord, PowerState, VmRecord, VmState
 from services.common.registration import Registration
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
 from services.hypervisor.drivers.base import (
@@ -48,8 +49,10 @@ from services.hypervisor.drivers.base import (
     Stderr,
     UserNetworkSpec,
 )
+from services.hypervisor.drivers.qemu_img import create_overlay
 from services.hypervisor.image_cache import CachedImage, ImageCache
-from services.hypervisor.overlay import create_overlay
+from services.hypervisor.imagestore_client import ImagestoreClient
+from services.hypervisor.saving import DiskSaver, SaveRequest
 from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, contextualisation_script, port_of
 
 LOG = logging.getLogger(__name__)
@@ -82,6 +85,8 @@ class AgentConfig:
     """Host ports (on 127.0.0.1) forwarded to the SSH servers of this host's VMs."""
     contextualise_timeout: float = 60.0
     """Seconds the guest has to install the owner's keys and user data and start sshd."""
+    save_compress: bool = True
+    """Saved disks are compressed qcow2 (smaller in the imagestore and in every host's cache)."""
 
 
 # What a VM's domain looks like to the driver: running, paused, or no domain at all.
@@ -121,7 +126,8 @@ def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
 
 class Agent:
     def __init__(
-        self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None
+        self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None,
+        imagestore: ImagestoreClient | None = None,
     ) -> None:
         self.cfg = cfg
         self._store = store
@@ -136,6 +142,7 @@ class Agent:
         self._background: set[asyncio.Task[None]] = set()
         self._images: dict[str, ImageRecord] = {}
         self._ssh_ports = SshPorts(*cfg.ssh_ports)
+        self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
 
     # --- registration ---------------------------------------------------------------------
 
@@ -274,12 +281,15 @@ class Agent:
             await self._start(vm, entry)
         elif vm.power_pending:
             await self._power(vm, entry)
-        elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
-            await self._adopt(vm)
-        elif vm.state == VmState.SUSPENDED:
-            await self._keep_suspended(vm)
-        elif vm.state == VmState.STOPPED:
-            await self._keep_stopped(vm)
+        else:
+            if vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
+                await self._adopt(vm)
+            elif vm.state == VmState.SUSPENDED:
+                await self._keep_suspended(vm)
+            elif vm.state == VmState.STOPPED:
+                await self._keep_stopped(vm)
+            if vm.pending_save:
+                await self._save(vm_id)
 
     def _steady(self, vm_id: str, condition: str, unavailable: str = "") -> None:
         """The VM reached what its record asks for; its domain is now in condition."""
@@ -359,14 +369,18 @@ class Agent:
         finally:
             otel_context.detach(token)
 
-    async def _image(self, vm: VmRecord) -> CachedImage | None:
-        image = self._images.get(vm.image_version)
+    async def _image_record(self, image_version: str) -> ImageRecord:
+        image = self._images.get(image_version)
         if image is None:  # a version's blobs and boot parameters never change: read it once
-            name, version = vm.image_version.removeprefix("images/").split("/versions/")
+            name, version = image_version.removeprefix("images/").split("/versions/")
             entry = await self._store.get(self._keys.image_version(name, int(version)))
             if entry is None:
-                raise FailedPrecondition(f"{vm.image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
-            image = self._images[vm.image_version] = records.load(ImageRecord, entry.value)
+                raise FailedPrecondition(f"{image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
+            image = self._images[image_version] = records.load(ImageRecord, entry.value)
+        return image
+
+    async def _image(self, vm: VmRecord) -> CachedImage | None:
+        image = await self._image_record(vm.image_version)
         cached = await self._cache.ensure(image) if self._cache else None
         if self._record is not None and vm.image_version not in self._record.cached_images:
             self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
@@ -450,6 +464,55 @@ class Agent:
         if tracked:
             tracked.failed = err.message
         self._kick.set()
+
+    # --- save -----------------------------------------------------------------------------
+
+    async def _save(self, vm_id: str) -> None:
+        """Carries out the save the record asks for and writes its outcome into its operation."""
+        entry = await self._store.get(self._keys.vm(vm_id))
+        vm = records.load(VmRecord, entry.value) if entry else None
+        if vm is None or not vm.pending_save or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
+            return
+        op_id, image = str(vm.pending_save.get("operation", "")), str(vm.pending_save.get("image", ""))
+        tracked = self._tracked.get(vm_id)
+        steady = tracked.steady if tracked else None
+        if tracked:
+            tracked.steady = None  # a periodic pass handles the VM again until the save is recorded
+        outcome: dict[str, Any]
+        try:
+            with TRACER.start_as_current_span("hypervisor.save_vm", attributes={"vm": vm.name, "image": image}):
+                if vm.state == VmState.ACTIVE:
+                    await self._sync_guest(vm)
+                vm_dir = self.cfg.run_dir / vm.id
+                request = SaveRequest(vm, image, await self._image_record(vm.image_version), vm_dir / "disk.qcow2", vm_dir, op_id)
+                outcome = {"result": {"image_version": await self._saver.save(request)}}
+        except (DriverError, WnodesError) as exc:
+            err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="SAVE_FAILED")
+            LOG.error("%s: saving to images/%s failed: %s", vm.name, image, err.message)
+            outcome = {"error": error_to_dict(err)}
+        if await self._finish_save(vm_id, op_id, outcome) and tracked:
+            tracked.steady = steady
+
+    async def _finish_save(self, vm_id: str, op_id: str, outcome: dict[str, Any]) -> bool:
+        """Clears the VM's pending save and records the outcome in its operation, together."""
+        op_key = self._keys.operation(op_id)
+        while True:
+            entry, op_entry = await self._store.get(self._keys.vm(vm_id)), await self._store.get(op_key)
+            if entry is None or op_entry is None:
+                return False
+            vm = records.load(VmRecord, entry.value)
+            if vm.pending_save.get("operation") != op_id:
+                return False
+            op = records.load(OperationRecord, op_entry.value)
+            op.result, op.error = outcome.get("result", {}), outcome.get("error", {})
+            vm.pending_save, vm.update_time = {}, time.time()
+            vm.state_message = f"saved as {op.result['image_version']}" if op.result else f"save failed: {op.error.get('message', '')}"
+            ok, _ = await self._store.txn(
+                [Compare(entry.key, entry.mod_revision), Compare(op_key, op_entry.mod_revision)],
+                [Put(entry.key, records.dump(vm)), Put(op_key, records.dump(op))],
+            )
+            if ok:
+                return True
 
     # --- adopt ----------------------------------------------------------------------------
 

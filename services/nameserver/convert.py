@@ -9,6 +9,7 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
 from services.common.errors import InvalidArgument
 from services.common.grpc_errors import error_to_status
+from services.common.image_proto import image_to_proto
 from services.common.records import HypervisorRecord, NameserverRecord, VmRecord
 from services.nameserver.power import POWER_KINDS
 from services.nameserver.registry import HypervisorView, OperationView, VmSpec
@@ -73,6 +74,8 @@ def operation_to_proto(view: OperationView) -> operations_pb2.Operation:
     if view.done:
         if view.error is not None:
             op.error.CopyFrom(error_to_status(view.error))
+        elif view.image is not None:
+            op.response.Pack(image_to_proto(view.image))
         elif view.vm is not None and (view.op.kind == "create" or view.op.kind in POWER_KINDS):
             op.response.Pack(vm_to_proto(view.vm))
         else:

@@ -43,6 +43,13 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         op = await self._registry.delete_vm(vm_id, principal, request.request_id)
         return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
 
+    @maps_errors
+    async def SaveVirtualMachine(
+        self, request: virtual_machine_service_pb2.SaveVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        vm_id = parse_resource_id(request.name, "virtualMachines")
+        return convert.operation_to_proto(await self._registry.save_vm(vm_id, principal_of(context), request.image_name))
+
     async def _power(self, name: str, context: Ctx, action: PowerAction) -> operations_pb2.Operation:
         vm_id = parse_resource_id(name, "virtualMachines")
         return convert.operation_to_proto(await self._registry.power_action(vm_id, principal_of(context), action))

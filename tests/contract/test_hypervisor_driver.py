@@ -5,6 +5,7 @@ Real QEMU guests are covered by tests/e2e."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,44 @@ async def test_suspend_or_resume_of_a_missing_domain_raises(driver: HypervisorDr
         await driver.suspend("vm-missing")
     with pytest.raises(DomainNotFound):
         await driver.resume("vm-missing")
+
+
+async def test_export_disk_copies_and_leaves_the_domain_as_it_found_it(driver: HypervisorDriver, tmp_path: Path) -> None:
+    # Prepare: a real qcow2 (the libvirt driver copies it with qemu-img; the fake writes a placeholder)
+    vm = spec("vm-e1", tmp_path)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(vm.disk_path), "16M"], check=True)
+    await driver.define_and_start(vm)
+
+    # Execute / Assert: running stays running, paused stays paused, no domain is fine
+    await driver.export_disk("vm-e1", vm.disk_path, tmp_path / "running.qcow2")
+    assert [(d.running, d.paused) for d in await driver.list()] == [(True, False)]
+    await driver.suspend("vm-e1")
+    await driver.export_disk("vm-e1", vm.disk_path, tmp_path / "paused.qcow2", compress=True)
+    assert [(d.running, d.paused) for d in await driver.list()] == [(False, True)]
+    await driver.stop("vm-e1")
+    await driver.export_disk("vm-e1", vm.disk_path, tmp_path / "stopped.qcow2")
+    for name in ("running", "paused", "stopped"):
+        assert (tmp_path / f"{name}.qcow2").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.glob("*.part")) == []
+
+
+async def test_libvirt_export_failure_leaves_no_copy_and_resumes_the_domain(tmp_path: Path) -> None:
+    driver = LibvirtDriver("test:///default", f"wnodes-contract-{next(_ids)}-", run_dir=tmp_path, virtualization="qemu")
+    vm = spec("vm-e2", tmp_path)
+    await driver.define_and_start(vm)
+    with pytest.raises(DriverError) as info:
+        await driver.export_disk("vm-e2", tmp_path / "no-such-disk.qcow2", tmp_path / "copy.qcow2")
+    assert "could not copy" in str(info.value)
+    assert not (tmp_path / "copy.qcow2").exists() and not list(tmp_path.glob("*.part"))
+    assert [(d.running, d.paused) for d in await driver.list()] == [(True, False)]
+    await driver.destroy("vm-e2")
+
+
+async def test_fake_export_failure_injection(tmp_path: Path) -> None:
+    driver = FakeDriver(fail_on=frozenset({"vm-bad"}))
+    with pytest.raises(DriverError):
+        await driver.export_disk("vm-bad", tmp_path / "disk.qcow2", tmp_path / "copy.qcow2")
+    assert not (tmp_path / "copy.qcow2").exists()
 
 
 async def test_host_resources(driver: HypervisorDriver) -> None:

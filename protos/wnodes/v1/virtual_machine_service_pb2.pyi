@@ -357,3 +357,27 @@ class ResumeVirtualMachineRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResumeVirtualMachineRequest: _TypeAlias = ResumeVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class SaveVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IMAGE_NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    image_name: _builtins.str
+    """The image to add a version to: "NAME" or "images/NAME" (1-63 characters of a-z, 0-9, . _ -)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        image_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_name", b"image_name", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveVirtualMachineRequest: _TypeAlias = SaveVirtualMachineRequest  # noqa: Y015

@@ -67,6 +67,11 @@ class VirtualMachineServiceStub:
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.FromString,
                 _registered_method=True)
+        self.SaveVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/SaveVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
         self.StopVirtualMachine = channel.unary_unary(
                 '/wnodes.v1.VirtualMachineService/StopVirtualMachine',
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.SerializeToString,
@@ -135,6 +140,19 @@ class VirtualMachineServiceServicer:
     def ExecVirtualMachine(self, request, context):
         """Runs a command in the guest through its guest channel and streams its output and exit code.
         If the VM is still starting, the call waits for the guest's ready signal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveVirtualMachine(self, request, context):
+        """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+        AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+        uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+        running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+        copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+        or an image of the caller's VO (then the version number grows); another VO's image is
+        PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +242,11 @@ def add_VirtualMachineServiceServicer_to_server(servicer, server):
                     servicer.ExecVirtualMachine,
                     request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.SerializeToString,
+            ),
+            'SaveVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'StopVirtualMachine': grpc.unary_unary_rpc_method_handler(
                     servicer.StopVirtualMachine,
@@ -414,6 +437,33 @@ class VirtualMachineService:
             '/wnodes.v1.VirtualMachineService/ExecVirtualMachine',
             wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.SerializeToString,
             wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/SaveVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

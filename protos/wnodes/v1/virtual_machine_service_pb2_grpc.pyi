@@ -49,6 +49,15 @@ class VirtualMachineServiceStub:
     """Runs a command in the guest through its guest channel and streams its output and exit code.
     If the VM is still starting, the call waits for the guest's ready signal.
     """
+    SaveVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]
+    """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+    AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+    uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+    running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+    copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+    or an image of the caller's VO (then the version number grows); another VO's image is
+    PERMISSION_DENIED.
+    """
     StopVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]
     """--- power actions (custom methods, AIP-136) ---
     Stops a VM: the guest syncs its file systems, then its domain goes. The VM keeps its disk,
@@ -100,6 +109,15 @@ class VirtualMachineServiceAsyncStub(VirtualMachineServiceStub):
     ExecVirtualMachine: _aio.UnaryStreamMultiCallable[_virtual_machine_service_pb2.ExecVirtualMachineRequest, _virtual_machine_service_pb2.ExecVirtualMachineResponse]  # type: ignore[assignment]
     """Runs a command in the guest through its guest channel and streams its output and exit code.
     If the VM is still starting, the call waits for the guest's ready signal.
+    """
+    SaveVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+    AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+    uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+    running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+    copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+    or an image of the caller's VO (then the version number grows); another VO's image is
+    PERMISSION_DENIED.
     """
     StopVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """--- power actions (custom methods, AIP-136) ---
@@ -185,6 +203,21 @@ class VirtualMachineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_virtual_machine_service_pb2.ExecVirtualMachineResponse], _abc.AsyncIterator[_virtual_machine_service_pb2.ExecVirtualMachineResponse]]:
         """Runs a command in the guest through its guest channel and streams its output and exit code.
         If the VM is still starting, the call waits for the guest's ready signal.
+        """
+
+    @_abc_1.abstractmethod
+    def SaveVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.SaveVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+        AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+        uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+        running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+        copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+        or an image of the caller's VO (then the version number grows); another VO's image is
+        PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod

@@ -10,6 +10,8 @@ channel. The post-conditions in the docstrings are part of the contract and are 
   ``define_and_start`` of the same spec boots the same disk again; it is idempotent too;
 - ``suspend`` pauses a domain in memory and ``resume`` continues it; each is a no-op on a domain
   already in that state and raises DomainNotFound for a missing one;
+- ``export_disk`` writes a flat copy of a VM's disk and leaves the domain as it found it
+  (running, paused or absent); on failure it leaves no copy;
 - ``list`` shows only the domains this driver owns (its name prefix), so an agent never touches
   a domain that is not WNoDeS's.
 
@@ -225,6 +227,13 @@ class HypervisorDriver(Protocol):
     async def resume(self, vm_id: str) -> None:
         """Continues a paused domain where it stopped. A running domain stays running; a
         missing one raises DomainNotFound."""
+        ...
+
+    async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
+        """Writes to out a flat, self-contained qcow2 copy of the VM's disk (the overlay with
+        everything under it), consistent: a running domain is paused for the copy and goes on
+        afterwards; a paused or stopped one is copied as it is. What the guest holds only in its
+        own memory is not in the copy (sync the guest first). On failure out does not exist."""
         ...
 
     async def list(self) -> list[DomainInfo]:

@@ -16,6 +16,7 @@ import re
 import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.hypervisor.drivers.base import (
     CONTEXTUALISE_HEADER,
@@ -220,6 +221,12 @@ class FakeDriver:
         if vm_id not in self.domains:
             raise DomainNotFound(f"no domain for {vm_id}")
         self.paused.discard(vm_id)
+
+    async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
+        # No disk behind a fake VM: the copy is a placeholder that says where it came from.
+        if vm_id in self._fail_on:
+            raise DriverError(f"injected failure exporting the disk of {vm_id}")
+        out.write_bytes(f"WNoDeS fake disk exported from {vm_id}\n".encode())
 
     async def list(self) -> list[DomainInfo]:
         return [

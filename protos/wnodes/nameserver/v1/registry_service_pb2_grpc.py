@@ -58,6 +58,11 @@ class RegistryServiceStub:
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
                 _registered_method=True)
+        self.SaveVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/SaveVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
         self.StopVirtualMachine = channel.unary_unary(
                 '/wnodes.nameserver.v1.RegistryService/StopVirtualMachine',
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.SerializeToString,
@@ -137,6 +142,12 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveVirtualMachine(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -231,6 +242,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.UpdateVirtualMachine,
                     request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.SerializeToString,
+            ),
+            'SaveVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'StopVirtualMachine': grpc.unary_unary_rpc_method_handler(
                     servicer.StopVirtualMachine,
@@ -396,6 +412,33 @@ class RegistryService:
             '/wnodes.nameserver.v1.RegistryService/UpdateVirtualMachine',
             wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
             wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/SaveVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,7 @@ class RegistryServiceStub:
     DeleteVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]
     GetVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.GetVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
     UpdateVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
+    SaveVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]
     StopVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]
     StartVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StartVirtualMachineRequest, _operations_pb2.Operation]
     RestartVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.RestartVirtualMachineRequest, _operations_pb2.Operation]
@@ -62,6 +63,7 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     DeleteVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     GetVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.GetVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
     UpdateVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
+    SaveVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     StopVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     StartVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StartVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     RestartVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.RestartVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
@@ -103,6 +105,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _virtual_machine_service_pb2.UpdateVirtualMachineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_virtual_machine_pb2.VirtualMachine, _abc.Awaitable[_virtual_machine_pb2.VirtualMachine]]: ...
+
+    @_abc_1.abstractmethod
+    def SaveVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.SaveVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
 
     @_abc_1.abstractmethod
     def StopVirtualMachine(

@@ -34,6 +34,7 @@ from services.hypervisor.drivers.base import (
 from services.hypervisor.drivers.kvm import TCG_KERNEL_ARGS, detect_host_virtualization
 from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths, DomainXmlOptions, domain_xml
 from services.hypervisor.drivers.libvirt.guest_channel import VirtioSerialChannel
+from services.hypervisor.drivers.qemu_img import flatten
 
 LOG = logging.getLogger(__name__)
 _TRACER = trace.get_tracer(__name__)
@@ -248,6 +249,38 @@ class LibvirtDriver:
 
         with _TRACER.start_as_current_span("libvirt.suspend_domain" if pause else "libvirt.resume_domain", attributes={"wnodes.vm_id": vm_id}):
             await asyncio.to_thread(call)
+
+    async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+
+        def pause_if_running() -> bool:
+            domain = self._lookup(self._connection(), name)
+            if domain is None or domain.state()[0] not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+                return False
+            # QEMU drains and flushes its block layer when it pauses: the files are consistent.
+            domain.suspend()
+            return True
+
+        def resume() -> None:
+            domain = self._lookup(self._connection(), name)
+            if domain is not None:
+                domain.resume()
+
+        with _TRACER.start_as_current_span("libvirt.export_disk", attributes={"wnodes.vm_id": vm_id}):
+            try:
+                paused = await asyncio.to_thread(pause_if_running)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"pausing domain {name} for the copy failed: {exc}") from exc
+            try:
+                await flatten(disk, out, compress=compress)
+            finally:
+                if paused:
+                    try:
+                        await asyncio.to_thread(resume)
+                    except libvirt.libvirtError as exc:
+                        raise DriverError(f"resuming domain {name} after the copy failed: {exc}") from exc
+            LOG.info("exported the disk of %s (%d bytes%s)", name, out.stat().st_size, ", compressed" if compress else "")
 
     async def list(self) -> list[DomainInfo]:
         def call() -> list[DomainInfo]:
