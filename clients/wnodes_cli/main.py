@@ -3,6 +3,8 @@
     wnodes run --image tiny -- uname -r       run a command in a fresh VM, stream its output,
                                               exit with its exit code, remove the VM
     wnodes vm create|list|show|delete         manage VMs
+    wnodes vm stop|start|restart|suspend|resume NAME...   power actions
+    wnodes vm save NAME IMAGE                 save a VM's disk as a new version of IMAGE
     wnodes images                             images you may use
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -26,7 +29,7 @@ def _vm_row(vm: virtual_machine_pb2.VirtualMachine) -> dict[str, Any]:
     return {
         "name": vm.name, "state": STATE.Name(vm.state), "image": vm.image_version or vm.image, "vcpus": vm.vcpu_count,
         "memory_mib": vm.memory_mib, "hypervisor": vm.hypervisor, "hostname": vm.hostname, "owner": f"{vm.owner.user}/{vm.owner.vo}",
-        "job": vm.labels.get("slurm_job_id", ""), "message": vm.state_message,
+        "job": vm.labels.get("slurm_job_id", ""), "ssh": vm.ssh_endpoint, "message": vm.state_message,
     }
 
 
@@ -52,9 +55,22 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _ssh_keys(values: list[str]) -> list[str]:
+    """--ssh-key takes a public key line or a file of them (e.g. ~/.ssh/id_ed25519.pub)."""
+    keys: list[str] = []
+    for value in values:
+        path = Path(value).expanduser()
+        if path.is_file():
+            keys += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        else:
+            keys.append(value)
+    return keys
+
+
 def cmd_create(client: Client, args: argparse.Namespace) -> int:
     labels = dict(kv.split("=", 1) for kv in args.label)
-    op = client.create_vm(args.image, args.cpus, args.memory, labels=labels)
+    user_data = Path(args.user_data).read_bytes() if args.user_data else b""
+    op = client.create_vm(args.image, args.cpus, args.memory, labels=labels, ssh_public_keys=_ssh_keys(args.ssh_key), user_data=user_data)
     meta = op.metadata
     if args.no_wait:
         emit_one(as_dict(meta) if meta else {"operation": op.name}, args.output)
@@ -77,7 +93,7 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
     if args.output == "json":
         emit([as_dict(v) for v in vms], [], "json")
     else:
-        emit([_vm_row(v) for v in vms], ["name", "state", "image", "vcpus", "memory_mib", "hypervisor", "owner"], "table")
+        emit([_vm_row(v) for v in vms], ["name", "state", "image", "vcpus", "memory_mib", "hypervisor", "ssh", "owner"], "table")
     return 0
 
 
@@ -93,6 +109,42 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
         for op in ops:
             op.result(timeout=args.timeout)
     emit([{"name": n, "deleted": not args.no_wait} for n in args.names], ["name", "deleted"], args.output)
+    return 0
+
+
+POWER_ACTIONS = {
+    "stop": ("stop_vm", "stop VMs: the guest syncs, the domain goes, the disk stays (STOPPED)"),
+    "start": ("start_vm", "start STOPPED VMs on their disk again (or resume SUSPENDED ones)"),
+    "restart": ("restart_vm", "restart ACTIVE VMs: boot their disk again"),
+    "suspend": ("suspend_vm", "pause ACTIVE VMs in memory (SUSPENDED)"),
+    "resume": ("resume_vm", "continue SUSPENDED VMs where they stopped"),
+}
+
+
+def cmd_power(client: Client, args: argparse.Namespace) -> int:
+    method = getattr(client, POWER_ACTIONS[args.vm_cmd][0])
+    ops = [(n, method(n)) for n in args.names]
+    rows = []
+    for name, op in ops:
+        if args.no_wait:
+            meta = op.metadata
+            rows.append({"name": name, "state": STATE.Name(meta.state) if meta else "", "operation": op.name})
+            continue
+        vm = op.result(timeout=args.timeout)
+        rows.append({"name": vm.name, "state": STATE.Name(vm.state), "operation": op.name, "message": vm.state_message})
+    emit(rows, ["name", "state", "operation", "message"], args.output)
+    return 0
+
+
+def cmd_save(client: Client, args: argparse.Namespace) -> int:
+    op = client.save_vm(args.name, args.image)
+    if args.no_wait:
+        emit_one({"operation": op.name}, args.output)
+        return 0
+    version = op.result(timeout=args.timeout)
+    emit_one(as_dict(version) if args.output == "json" else
+             {"name": version.name, "owner_vo": version.owner_vo, "size_mib": round(version.disk.size_bytes / 2**20, 1),
+              "description": version.description}, args.output)  # fmt: skip
     return 0
 
 
@@ -132,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--cpus", type=int, default=1)
     create.add_argument("--memory", type=int, default=256, help="MiB")
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--ssh-key", action="append", default=[], metavar="KEY_OR_FILE",
+                        help="public key (or a .pub file) allowed to log in as root and wnodes; gives the VM an SSH endpoint")
+    create.add_argument("--user-data", metavar="FILE", help="contextualisation payload; run once at first boot if it starts with #!")
     create.add_argument("--no-wait", action="store_true", help="return at once with the operation")
     create.add_argument("--timeout", type=float, default=600)
     create.set_defaults(fn=cmd_create)
@@ -146,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--no-wait", action="store_true")
     delete.add_argument("--timeout", type=float, default=120)
     delete.set_defaults(fn=cmd_delete)
+    save = vm.add_parser("save", parents=[OUTPUT], help="save a VM's disk as a new version of an image of your VO")
+    save.add_argument("name")
+    save.add_argument("image", help="image name, new or of your VO (e.g. my-worker)")
+    save.add_argument("--no-wait", action="store_true", help="return at once with the operation")
+    save.add_argument("--timeout", type=float, default=1800)
+    save.set_defaults(fn=cmd_save)
+    for action, (_method, help_text) in POWER_ACTIONS.items():
+        power = vm.add_parser(action, parents=[OUTPUT], help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        power.add_argument("names", nargs="+", metavar="NAME")
+        power.add_argument("--no-wait", action="store_true", help="return at once with the operations")
+        power.add_argument("--timeout", type=float, default=600)
+        power.set_defaults(fn=cmd_power)
 
     images = sub.add_parser("images", parents=[OUTPUT], help="images you may use")
     images.set_defaults(fn=cmd_images)

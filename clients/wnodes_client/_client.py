@@ -112,16 +112,23 @@ class Client:
         labels: dict[str, str] | None = None,
         pinned_hypervisor: str = "",
         user_data: bytes = b"",
+        ssh_public_keys: Sequence[str] = (),
         request_id: str | None = None,
     ) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
         """Starts creating a VM; the handle's result() is the ACTIVE VM. Retries reuse one
-        request_id, so a VM is never created twice."""
+        request_id, so a VM is never created twice.
+
+        With ssh_public_keys (OpenSSH public key lines) the VM gets an SSH endpoint
+        (``vm.ssh_endpoint``, "127.0.0.1:PORT" on its hypervisor) that lets those keys in as
+        root and as the user wnodes once it is ACTIVE. user_data is stored in the guest and run
+        once if it is a script ("#!...")."""
         vm = virtual_machine_pb2.VirtualMachine(
             image=image, vcpu_count=vcpu_count, memory_mib=memory_mib, labels=labels or {},
-            pinned_hypervisor=pinned_hypervisor, user_data=user_data,
+            pinned_hypervisor=pinned_hypervisor,
         )
         request = virtual_machine_service_pb2.CreateVirtualMachineRequest(
-            virtual_machine=vm, request_id=request_id or uuid.uuid4().hex
+            virtual_machine=vm, request_id=request_id or uuid.uuid4().hex, ssh_public_keys=list(ssh_public_keys),
+            user_data=user_data,
         )
         op = self._call(self._vms.CreateVirtualMachine, request)
         return OperationHandle(op, self._wait, virtual_machine_pb2.VirtualMachine, virtual_machine_pb2.VirtualMachine)
@@ -130,6 +137,39 @@ class Client:
         request = virtual_machine_service_pb2.DeleteVirtualMachineRequest(name=_vm_name(name), request_id=uuid.uuid4().hex)
         op = self._call(self._vms.DeleteVirtualMachine, request)
         return OperationHandle(op, self._wait, empty_pb2.Empty, virtual_machine_pb2.VirtualMachine)
+
+    def save_vm(self, name: str, image_name: str) -> OperationHandle[image_pb2.ImageVersion]:
+        """Saves the VM's disk as a new version of image_name (of your VO); the handle's
+        result() is that ImageVersion. A running VM is paused for the copy and goes on."""
+        request = virtual_machine_service_pb2.SaveVirtualMachineRequest(name=_vm_name(name), image_name=image_name)
+        op = self._call(self._vms.SaveVirtualMachine, request)
+        return OperationHandle(op, self._wait, image_pb2.ImageVersion, virtual_machine_pb2.VirtualMachine)
+
+    # Power actions: each returns a handle whose result() is the VM once the action is done.
+
+    def stop_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Stops the VM (STOPPED): the guest syncs, the domain goes, the disk stays."""
+        return self._power(self._vms.StopVirtualMachine, virtual_machine_service_pb2.StopVirtualMachineRequest(name=_vm_name(name)))
+
+    def start_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Boots a STOPPED VM again on its disk (or resumes a SUSPENDED one): ACTIVE."""
+        return self._power(self._vms.StartVirtualMachine, virtual_machine_service_pb2.StartVirtualMachineRequest(name=_vm_name(name)))
+
+    def restart_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Stops an ACTIVE VM's domain and boots its disk again: ACTIVE."""
+        return self._power(self._vms.RestartVirtualMachine, virtual_machine_service_pb2.RestartVirtualMachineRequest(name=_vm_name(name)))
+
+    def suspend_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Pauses an ACTIVE VM in memory: SUSPENDED."""
+        return self._power(self._vms.SuspendVirtualMachine, virtual_machine_service_pb2.SuspendVirtualMachineRequest(name=_vm_name(name)))
+
+    def resume_vm(self, name: str) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        """Continues a SUSPENDED VM where it was paused: ACTIVE."""
+        return self._power(self._vms.ResumeVirtualMachine, virtual_machine_service_pb2.ResumeVirtualMachineRequest(name=_vm_name(name)))
+
+    def _power(self, method: Callable[..., Any], request: Any) -> OperationHandle[virtual_machine_pb2.VirtualMachine]:
+        op = self._call(method, request)
+        return OperationHandle(op, self._wait, virtual_machine_pb2.VirtualMachine, virtual_machine_pb2.VirtualMachine)
 
     def get_vm(self, name: str) -> virtual_machine_pb2.VirtualMachine:
         vm: virtual_machine_pb2.VirtualMachine = self._call(

@@ -17,7 +17,8 @@ Each image goes to DIR/<image>/:
   and the sha256 and size of every file.
 
 Images: ``tiny`` (busybox only: the fastest boot) and ``debian12`` (``debootstrap --variant=minbase
-bookworm`` from the mirror apt uses here; the tree is cached in DIR/.cache so rebuilds are fast).
+bookworm`` from the mirror apt uses here, plus openssh-server and the user wnodes (uid 1000) for
+interactive VMs; the tree is cached in DIR/.cache so rebuilds are fast).
 
 Idempotent: an output is rebuilt only when it is missing or older than one of its inputs (the
 kernel, modules, busybox, the guest scripts, this file); ``--force`` rebuilds everything.
@@ -99,6 +100,20 @@ pilot002:x:1002:
 
 DEBIAN_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Installed into the minbase tree: an SSH server for interactive (cloud) VMs.
+DEBIAN_PACKAGES = ("openssh-server",)
+# The unprivileged user interactive logins and batch jobs without their own account use.
+JOB_USER, JOB_UID = "wnodes", 1000
+# Every VM makes its own ed25519 host key at its first boot (wnodes-init.sh): an image must not
+# carry one shared by every VM made from it. Drop-ins take precedence (first match wins).
+SSHD_DROP_IN = """\
+# WNoDeS (deploy/images/build.py): keys only, one host key made at the VM's first boot.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+"""
 
 
 @dataclass(frozen=True)
@@ -398,6 +413,55 @@ def debootstrap_tree(cache: Path, mirror: str) -> Path:
     return tree
 
 
+def customise_debian_tree(tree: Path, cache: Path) -> Path:
+    """Adds DEBIAN_PACKAGES and the user wnodes to the cached minbase tree (apt in a chroot, from
+    the tree's own sources); done again only when the wanted customisation changes. Returns the
+    stamp file whose time says when."""
+    stamp = cache / f"debootstrap-{DEBIAN_SUITE}.custom"
+    wanted = json.dumps({"packages": DEBIAN_PACKAGES, "user": [JOB_USER, JOB_UID], "sshd": SSHD_DROP_IN}, sort_keys=True)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return stamp
+    LOG.info("adding %s and the user %s to the %s tree", " ".join(DEBIAN_PACKAGES), JOB_USER, DEBIAN_SUITE)
+    policy = tree / "usr/sbin/policy-rc.d"
+    resolv = tree / "etc/resolv.conf"
+    saved_resolv = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    try:
+        policy.write_text("#!/bin/sh\n# no daemon starts while the image is built\nexit 101\n")
+        policy.chmod(0o755)
+        resolv.unlink(missing_ok=True)
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        quiet = subprocess.DEVNULL if not LOG.isEnabledFor(logging.DEBUG) else None
+        subprocess.run(["chroot", str(tree), "apt-get", "update", "-qq"], check=True, env=env, stdout=quiet)
+        subprocess.run(["chroot", str(tree), "apt-get", "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES],
+                       check=True, env=env, stdout=quiet)  # fmt: skip
+        subprocess.run(["chroot", str(tree), "apt-get", "clean"], check=True, env=env)
+        if not any(line.split(":")[2:3] == [str(JOB_UID)] for line in (tree / "etc/passwd").read_text().splitlines()):
+            subprocess.run(["chroot", str(tree), "useradd", "--create-home", "--uid", str(JOB_UID), "--user-group",
+                            "--shell", "/bin/bash", JOB_USER], check=True, env=env)  # fmt: skip
+        # "*": no password can match, but the account is not locked ("!"): key logins work.
+        shadow = tree / "etc/shadow"
+        shadow.write_text("".join(
+            (f"{JOB_USER}:*:" + line.split(":", 2)[2] if line.startswith(f"{JOB_USER}:") else line) + "\n"
+            for line in shadow.read_text().splitlines()
+        ))  # fmt: skip
+    finally:
+        policy.unlink(missing_ok=True)
+        resolv.unlink(missing_ok=True)
+        if saved_resolv is not None:
+            resolv.write_bytes(saved_resolv)
+    for p in (tree / "var/lib/apt/lists").glob("*"):
+        if p.is_file():
+            p.unlink()
+    for key in (tree / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    drop_in = tree / "etc/ssh/sshd_config.d/wnodes.conf"
+    drop_in.parent.mkdir(parents=True, exist_ok=True)
+    drop_in.write_text(SSHD_DROP_IN)
+    stamp.write_text(wanted)
+    return stamp
+
+
 def make_disk(root: Path, out: Path, size_mib: int, compress: bool) -> None:
     """ext4 from a directory (mkfs.ext4 -d) into a raw file, then qcow2."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".disk-") as tmp:
@@ -490,7 +554,8 @@ def build_image(name: str, out: Path, kernel: Kernel, mirror: str, force: bool) 
     elif name == "debian12":
         tree = debootstrap_tree(out / ".cache", mirror)
         stamp = out / ".cache" / f"debootstrap-{DEBIAN_SUITE}.done"
-        if force or is_stale([disk], [stamp, AGENT_SCRIPT, me]):
+        custom = customise_debian_tree(tree, out / ".cache")
+        if force or is_stale([disk], [stamp, custom, AGENT_SCRIPT, me]):
             install_agent(tree)
             size = max(1024, 2 * dir_size_mib(tree) + 256)
             make_disk(tree, disk, size_mib=size, compress=True)

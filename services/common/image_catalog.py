@@ -22,10 +22,11 @@ class ImageCatalog:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, list[ImageRecord]]] = {}
 
-    async def versions(self, image: str = "") -> list[ImageRecord]:
+    async def versions(self, image: str = "", *, fresh: bool = False) -> list[ImageRecord]:
+        """The image's versions (every image's with ""); fresh skips the cache."""
         now = time.monotonic()
         hit = self._cache.get(image)
-        if hit is not None and now - hit[0] < self._cache_seconds:
+        if hit is not None and now - hit[0] < self._cache_seconds and not fresh:
             return hit[1]
         entries, _ = await self._store.get_prefix(self._keys.image_version(image))
         found = [records.load(ImageRecord, e.value) for e in entries]
@@ -34,8 +35,14 @@ class ImageCatalog:
         return found
 
     async def resolve(self, image: str, version: int | None, principal: Principal) -> ImageRecord:
-        """The version to boot: the one named, or the newest AVAILABLE one the caller may use."""
-        visible = [r for r in await self.versions(image) if r.visible_to(principal.vo, principal.is_admin)]
+        """The version to boot: the one named, or the newest AVAILABLE one the caller may use.
+        A name the cache does not know is looked up afresh before it is called missing: a
+        version made a moment ago (a save) is found at once. The newest version may lag by up
+        to cache_seconds."""
+        cached = await self.versions(image)
+        if not any(r.version == version or version is None for r in cached):
+            cached = await self.versions(image, fresh=True)
+        visible = [r for r in cached if r.visible_to(principal.vo, principal.is_admin)]
         if not visible:
             names = sorted({r.image for r in await self.versions() if r.visible_to(principal.vo, principal.is_admin)})
             raise ImageNotFound(

@@ -24,10 +24,22 @@ class VmState(enum.StrEnum):
     DELETING = "DELETING"
     FAILED = "FAILED"
     UNKNOWN = "UNKNOWN"
+    STOPPED = "STOPPED"
+    SUSPENDED = "SUSPENDED"
+
+
+class PowerState(enum.StrEnum):
+    """What a VM's owner wants its domain to be; the agent converges to it."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUSPENDED = "SUSPENDED"
 
 
 # States in which a VM holds cores and memory on its hypervisor.
-HOLDS_RESOURCES = frozenset({VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.DELETING, VmState.UNKNOWN})
+HOLDS_RESOURCES = frozenset(
+    {VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.DELETING, VmState.UNKNOWN, VmState.STOPPED, VmState.SUSPENDED}
+)
 
 
 @dataclass
@@ -47,6 +59,10 @@ class VmRecord:
     mac_address: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     user_data: str = ""  # base64
+    # OpenSSH public keys for root and the user wnodes; a VM with keys gets a NIC and an endpoint.
+    ssh_public_keys: list[str] = field(default_factory=list)
+    # "127.0.0.1:PORT" on its hypervisor, forwarded to the guest's port 22 (set by the agent).
+    ssh_endpoint: str = ""
     bandwidth_mbps: int = 0
     request_id: str = ""
     virtualization: str = ""
@@ -57,12 +73,27 @@ class VmRecord:
     trace_context: dict[str, str] = field(default_factory=dict)
     # Error status of a FAILED VM: {"code": int, "reason": str, "message": str}.
     error: dict[str, Any] = field(default_factory=dict)
+    # Power: the nameserver writes the desired state and bumps the generation; the agent carries
+    # the action out and sets power_applied to that generation (or records power_error, with the
+    # generation it belongs to, if it could not).
+    power: str = PowerState.RUNNING
+    power_generation: int = 0
+    power_applied: int = 0
+    power_operation: str = ""
+    power_error: dict[str, Any] = field(default_factory=dict)
+    # A save asked for and not done yet: {"operation": id, "image": name}.
+    pending_save: dict[str, Any] = field(default_factory=dict)
     # The etcd mod_revision it was read at (its etag); not stored.
     revision: int = 0
 
     @property
     def name(self) -> str:
         return f"virtualMachines/{self.id}"
+
+    @property
+    def power_pending(self) -> bool:
+        """A power action was asked for and the agent has not carried it out yet."""
+        return self.power_applied < self.power_generation
 
 
 @dataclass
@@ -101,9 +132,20 @@ class HostUsage:
 @dataclass
 class OperationRecord:
     id: str
-    kind: str  # "create" | "delete"
+    kind: str  # "create" | "delete" | "save" | a power action ("stop", "start", "restart", "suspend", "resume")
     vm_id: str
     create_time: float = field(default_factory=time.time)
+    # A power action's generation: done once the VM's power_applied reaches it.
+    generation: int = 0
+    # Who asked: only they (and admins) see it, even once its VM is gone. Empty on old records.
+    owner_user: str = ""
+    owner_vo: str = ""
+    # What else it acts on (a save's image name, a volume's id).
+    target: str = ""
+    # Set by whoever finishes work the VM's record does not show (a save): the outcome, e.g.
+    # {"image_version": "images/x/versions/2"}, or the error as {"code", "reason", "message"}.
+    result: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

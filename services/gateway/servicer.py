@@ -65,6 +65,42 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         return await call(self._auth.authenticate(context), self._b.registry.DeleteVirtualMachine, request)
 
     @maps_errors
+    async def SaveVirtualMachine(
+        self, request: virtual_machine_service_pb2.SaveVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.SaveVirtualMachine, request)
+
+    @maps_errors
+    async def StopVirtualMachine(
+        self, request: virtual_machine_service_pb2.StopVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.StopVirtualMachine, request)
+
+    @maps_errors
+    async def StartVirtualMachine(
+        self, request: virtual_machine_service_pb2.StartVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.StartVirtualMachine, request)
+
+    @maps_errors
+    async def RestartVirtualMachine(
+        self, request: virtual_machine_service_pb2.RestartVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.RestartVirtualMachine, request)
+
+    @maps_errors
+    async def SuspendVirtualMachine(
+        self, request: virtual_machine_service_pb2.SuspendVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.SuspendVirtualMachine, request)
+
+    @maps_errors
+    async def ResumeVirtualMachine(
+        self, request: virtual_machine_service_pb2.ResumeVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.ResumeVirtualMachine, request)
+
+    @maps_errors
     async def ExecVirtualMachine(
         self, request: virtual_machine_service_pb2.ExecVirtualMachineRequest, context: Ctx
     ) -> AsyncIterator[virtual_machine_service_pb2.ExecVirtualMachineResponse]:
@@ -73,6 +109,9 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         vm = await call(principal, self._b.registry.GetVirtualMachine, virtual_machine_service_pb2.GetVirtualMachineRequest(name=request.name))
         if not vm.hypervisor:
             raise FailedPrecondition(f"{vm.name} is not placed on a hypervisor ({vm.state_message})", reason="VM_NOT_PLACED")
+        if vm.state in (virtual_machine_pb2.VirtualMachine.State.STOPPED, virtual_machine_pb2.VirtualMachine.State.SUSPENDED):
+            state = virtual_machine_pb2.VirtualMachine.State.Name(vm.state)
+            raise FailedPrecondition(f"{vm.name} is {state}: start or resume it to run commands in it", reason="VM_NOT_RUNNING")
         host = await call(principal, self._b.registry.GetHypervisor, hypervisor_service_pb2.GetHypervisorRequest(name=vm.hypervisor))
         if host.state != hypervisor_pb2.Hypervisor.State.UP:
             raise FailedPrecondition(f"{vm.hypervisor} is down", reason="HYPERVISOR_DOWN")

@@ -4,11 +4,16 @@ Level-triggered: on start, on every change under ``placements/<host>/`` and ever
 it compares the VMs placed here with the domains the driver reports and converges. After a crash
 it adopts running domains that are still wanted (reconnecting their guest channels) and destroys
 the rest, so nothing leaks. Each VM is handled by one task at a time.
+
+Power actions arrive the same way: the nameserver writes the power state the owner wants (and a
+new generation) in the VM record and touches its placement key; the agent stops, suspends,
+resumes, starts or restarts the domain and records the generation it carried out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import shutil
@@ -16,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -29,12 +35,25 @@ from services.common.errors import (
     error_to_dict,
 )
 from services.common.keys import Keys
-from services.common.records import HostUsage, HypervisorRecord, ImageRecord, VmRecord, VmState
+from services.common.records import HostUsage, HypervisorRecord, ImageRecord, OperationRecord, PowerState, VmRecord, VmState
 from services.common.registration import Registration
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
-from services.hypervisor.drivers.base import DomainSpec, DriverError, GuestChannel, HypervisorDriver
+from services.hypervisor.drivers.base import (
+    DomainInfo,
+    DomainSpec,
+    DriverError,
+    Exit,
+    GuestChannel,
+    HypervisorDriver,
+    PortForward,
+    Stderr,
+    UserNetworkSpec,
+)
+from services.hypervisor.drivers.qemu_img import create_overlay
 from services.hypervisor.image_cache import CachedImage, ImageCache
-from services.hypervisor.overlay import create_overlay
+from services.hypervisor.imagestore_client import ImagestoreClient
+from services.hypervisor.saving import DiskSaver, SaveRequest
+from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, contextualisation_script, port_of
 
 LOG = logging.getLogger(__name__)
 # The value the nameserver writes on a placement key when the VM is to be deleted.
@@ -59,6 +78,25 @@ class AgentConfig:
     cpu_allocation_ratio: float = 1.0
     """Virtual CPUs offered per physical CPU (Nova's cpu_allocation_ratio). 1.0 suits batch
     nodes whose cores the LRMS accounts; cloud and test hosts overcommit."""
+    sync_timeout: float = 30.0
+    """Seconds a guest has to sync its file systems before it is stopped (then it is stopped
+    anyway: a hung guest must not block its owner's stop)."""
+    ssh_ports: tuple[int, int] = (22000, 22999)
+    """Host ports (on 127.0.0.1) forwarded to the SSH servers of this host's VMs."""
+    contextualise_timeout: float = 60.0
+    """Seconds the guest has to install the owner's keys and user data and start sshd."""
+    save_compress: bool = True
+    """Saved disks are compressed qcow2 (smaller in the imagestore and in every host's cache)."""
+
+
+# What a VM's domain looks like to the driver: running, paused, or no domain at all.
+RUNNING, PAUSED, NO_DOMAIN = "running", "paused", "none"
+
+
+def _condition(info: DomainInfo | None) -> str:
+    if info is None:
+        return NO_DOMAIN
+    return PAUSED if info.paused else RUNNING if info.running else NO_DOMAIN
 
 
 @dataclass
@@ -66,13 +104,30 @@ class _Tracked:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failed: str = ""
+    # Why commands cannot run in the guest now ("it is STOPPED"); empty when they can.
+    unavailable: str = ""
     # A change arrived while the task ran: handle the VM again when it ends.
     dirty: bool = False
+    # The newest placement value seen, and the one the running task started from.
+    placement: bytes = b""
+    handling: bytes = b""
+    # (placement value, domain condition) once the VM reached what its record asks for: a
+    # periodic pass skips it while both still hold.
+    steady: tuple[bytes, str] | None = None
+
+
+def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
+    def mutate(rec: VmRecord) -> bool:
+        rec.ssh_endpoint = endpoint
+        return True
+
+    return mutate
 
 
 class Agent:
     def __init__(
-        self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None
+        self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None,
+        imagestore: ImagestoreClient | None = None,
     ) -> None:
         self.cfg = cfg
         self._store = store
@@ -87,6 +142,8 @@ class Agent:
         self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._images: dict[str, ImageRecord] = {}
+        self._ssh_ports = SshPorts(*cfg.ssh_ports)
+        self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
 
     # --- registration ---------------------------------------------------------------------
 
@@ -169,12 +226,12 @@ class Agent:
         entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
         wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
         domains = await self.driver.list()
-        running = {d.vm_id for d in domains if d.running}
+        observed = {d.vm_id: _condition(d) for d in domains}
         for vm_id, placement in wanted.items():
             tracked = self._tracked.get(vm_id)
-            if not recheck and placement != DELETE_MARK and tracked is not None and tracked.ready.is_set() and vm_id in running:
-                continue  # settled: its guest answered, its domain runs and nobody asked it gone
-            self._ensure(vm_id)
+            if not recheck and placement != DELETE_MARK and tracked is not None and tracked.steady == (placement, observed.get(vm_id, NO_DOMAIN)):
+                continue  # settled: nothing asked of it since it reached its state, and its domain is still so
+            self._ensure(vm_id, placement)
         for dom in domains:
             if dom.vm_id not in wanted and dom.vm_id not in self._tracked:
                 LOG.warning("hypervisor %s: destroying %s, which the registry does not place here", self.cfg.host, dom.vm_id)
@@ -188,8 +245,10 @@ class Agent:
             return []
         return [p.name for p in self.cfg.run_dir.iterdir() if p.is_dir() and p.name.startswith("vm-") and p.name not in wanted and p.name not in self._tracked]
 
-    def _ensure(self, vm_id: str) -> None:
+    def _ensure(self, vm_id: str, placement: bytes | None = None) -> None:
         tracked = self._tracked.setdefault(vm_id, _Tracked())
+        if placement is not None:
+            tracked.placement = placement
         if tracked.task is None or tracked.task.done():
             tracked.dirty = False
             tracked.task = asyncio.create_task(self._handle(vm_id))
@@ -208,23 +267,59 @@ class Agent:
         tracked = self._tracked.get(vm_id)
         if placement == DELETE_MARK and tracked is not None and tracked.task is not None and not tracked.task.done():
             tracked.task.cancel()
-        self._ensure(vm_id)
+        self._ensure(vm_id, placement)
 
     async def _handle(self, vm_id: str) -> None:
         """Brings one VM to what its record asks for."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is not None:
+            tracked.handling = tracked.placement
         entry = await self._store.get(self._keys.vm(vm_id))
         if entry is None:
             await self._forget(vm_id, None)
             return
         vm = records.load(VmRecord, entry.value)
+        if vm.ssh_endpoint:
+            self._ssh_ports.note(vm.id, vm.ssh_endpoint)
         if vm.state == VmState.DELETING:
             await self._forget(vm_id, vm)
         elif vm.state == VmState.FAILED:
             await self._release(vm_id, vm, delete_record=False)
         elif vm.state in (VmState.SCHEDULED, VmState.STARTING):
             await self._start(vm, entry)
-        elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
-            await self._adopt(vm)
+        elif vm.power_pending:
+            await self._power(vm, entry)
+        else:
+            if vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
+                await self._adopt(vm)
+            elif vm.state == VmState.SUSPENDED:
+                await self._keep_suspended(vm)
+            elif vm.state == VmState.STOPPED:
+                await self._keep_stopped(vm)
+            if vm.pending_save:
+                await self._save(vm_id)
+
+    def _steady(self, vm_id: str, condition: str, unavailable: str = "") -> None:
+        """The VM reached what its record asks for; its domain is now in condition."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is None:
+            return
+        tracked.steady = (tracked.handling, condition)
+        tracked.unavailable = unavailable
+        if condition == RUNNING:
+            tracked.ready.set()
+        else:
+            tracked.ready.clear()
+
+    def _unsteady(self, vm_id: str, unavailable: str = "") -> None:
+        """The VM is on its way somewhere: commands wait (or fail, with unavailable) until then."""
+        tracked = self._tracked.get(vm_id)
+        if tracked is not None:
+            tracked.steady, tracked.unavailable = None, unavailable
+            tracked.ready.clear()
+
+    async def _domain(self, vm_id: str) -> DomainInfo | None:
+        return next((d for d in await self.driver.list() if d.vm_id == vm_id), None)
 
     # --- start ----------------------------------------------------------------------------
 
@@ -234,29 +329,41 @@ class Agent:
         started = time.monotonic()
         try:
             with TRACER.start_as_current_span("hypervisor.start_vm", attributes={"vm": vm.name, "host": self.cfg.host}):
-                if vm.state == VmState.STARTING and any(d.vm_id == vm.id for d in await self.driver.list()):
+                # A start or restart asked for (a power generation not yet applied) boots the disk
+                # afresh; otherwise a domain found here is one a previous agent started.
+                fresh_boot = vm.power_pending
+                if fresh_boot:
+                    self._unsteady(vm.id)
+                    await self._sync_guest(vm)  # a restart keeps what the guest wrote
+                    await self.driver.stop(vm.id)
+                elif vm.state == VmState.STARTING and await self._domain(vm.id) is not None:
                     await self._adopt(vm)  # the previous agent got this far before it died
                     return
+                endpoint = self._ssh_ports.assign(vm.id, vm.ssh_endpoint) if vm.ssh_public_keys else ""
                 starting = await self._transition(
-                    vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING}, known=entry
+                    vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING},
+                    mutate=_with_endpoint(endpoint), known=entry,
                 )
                 if starting is None:
                     return
                 with TRACER.start_as_current_span("image_cache.ensure"):
                     image = await self._image(vm)
-                spec = await self._domain_spec(vm, image)
                 with TRACER.start_as_current_span("driver.define_and_start"):
-                    await self.driver.define_and_start(spec)
+                    endpoint = await self._define_and_start(vm, image, endpoint)
                 with TRACER.start_as_current_span("guest.wait_ready"):
                     ready = await self.driver.guest(vm.id).wait_ready(self.cfg.ready_timeout)
+                if vm.ssh_public_keys or vm.user_data:
+                    with TRACER.start_as_current_span("guest.contextualise"):
+                        await self._contextualise(vm)
                 boot = time.monotonic() - started
                 # Work waiting for this guest (an Exec) may start now; the registry follows.
-                self._tracked[vm.id].ready.set()
+                self._steady(vm.id, RUNNING)
                 virtualization = self._record.virtualization if self._record else ""
 
                 def activate(rec: VmRecord) -> bool:
                     rec.boot_seconds, rec.virtualization = boot, virtualization
-                    rec.state_message = f"guest ready ({ready.kernel_release})"
+                    rec.state_message = f"guest ready ({ready.kernel_release})" + (f"; ssh on {endpoint}" if endpoint else "")
+                    rec.power_applied = max(rec.power_applied, vm.power_generation)
                     return True
 
                 if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
@@ -270,14 +377,18 @@ class Agent:
         finally:
             otel_context.detach(token)
 
-    async def _image(self, vm: VmRecord) -> CachedImage | None:
-        image = self._images.get(vm.image_version)
+    async def _image_record(self, image_version: str) -> ImageRecord:
+        image = self._images.get(image_version)
         if image is None:  # a version's blobs and boot parameters never change: read it once
-            name, version = vm.image_version.removeprefix("images/").split("/versions/")
+            name, version = image_version.removeprefix("images/").split("/versions/")
             entry = await self._store.get(self._keys.image_version(name, int(version)))
             if entry is None:
-                raise FailedPrecondition(f"{vm.image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
-            image = self._images[vm.image_version] = records.load(ImageRecord, entry.value)
+                raise FailedPrecondition(f"{image_version} vanished from the catalogue", reason="IMAGE_NOT_FOUND")
+            image = self._images[image_version] = records.load(ImageRecord, entry.value)
+        return image
+
+    async def _image(self, vm: VmRecord) -> CachedImage | None:
+        image = await self._image_record(vm.image_version)
         cached = await self._cache.ensure(image) if self._cache else None
         if self._record is not None and vm.image_version not in self._record.cached_images:
             self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
@@ -285,11 +396,47 @@ class Agent:
                 await self._registration.publish()
         return cached
 
-    async def _domain_spec(self, vm: VmRecord, image: CachedImage | None) -> DomainSpec:
+    async def _define_and_start(self, vm: VmRecord, image: CachedImage | None, endpoint: str) -> str:
+        """Starts the domain; returns the SSH endpoint it got. A forward port that something
+        else took since it was chosen (QEMU cannot bind it) is chosen again, once."""
+        try:
+            await self.driver.define_and_start(await self._domain_spec(vm, image, endpoint))
+            return endpoint
+        except DriverError as exc:
+            if not endpoint or "hostfwd" not in str(exc) and "host forwarding" not in str(exc):
+                raise
+            LOG.warning("%s: SSH port %s was taken; choosing another", vm.name, endpoint)
+            endpoint = self._ssh_ports.assign(vm.id)
+            if await self._transition(vm.id, VmState.STARTING, "", expect={VmState.STARTING}, mutate=_with_endpoint(endpoint)) is None:
+                raise
+            await self.driver.define_and_start(await self._domain_spec(vm, image, endpoint))
+            return endpoint
+
+    async def _contextualise(self, vm: VmRecord) -> None:
+        """Lets the owner in: keys into authorized_keys, user data stored (and run once), sshd
+        up. Through the guest channel as root, the moment the guest is ready."""
+        script = contextualisation_script(vm.ssh_public_keys, base64.b64decode(vm.user_data))
+        errors, code = b"", None
+        try:
+            async with asyncio.timeout(self.cfg.contextualise_timeout):
+                async for event in self.driver.guest(vm.id).exec(script):
+                    if isinstance(event, Stderr):
+                        errors += event.data
+                    elif isinstance(event, Exit):
+                        code = event.code
+        except TimeoutError as exc:
+            raise FailedPrecondition(
+                f"contextualisation did not finish within {self.cfg.contextualise_timeout:.0f}s", reason="CONTEXTUALISATION_FAILED"
+            ) from exc
+        if code != 0:
+            why = errors.decode(errors="replace").strip()[-500:] or f"exit status {code}"
+            raise FailedPrecondition(f"contextualisation failed: {why}", reason="CONTEXTUALISATION_FAILED")
+
+    async def _domain_spec(self, vm: VmRecord, image: CachedImage | None, ssh_endpoint: str = "") -> DomainSpec:
         vm_dir = self.cfg.run_dir / vm.id
         vm_dir.mkdir(parents=True, exist_ok=True)
         disk = vm_dir / "disk.qcow2"
-        if image is not None:
+        if image is not None and not disk.exists():  # a stopped VM boots the disk it had
             await create_overlay(image.disk, disk)
         cmdline = f"{image.cmdline} wnodes.hostname={vm.hostname}".strip() if image else ""
         return DomainSpec(
@@ -302,6 +449,7 @@ class Agent:
             kernel_path=image.kernel if image else None,
             initrd_path=image.initrd if image else None,
             cmdline=cmdline,
+            user_network=UserNetworkSpec(vm.mac_address, (PortForward(port_of(ssh_endpoint), SSH_GUEST_PORT),)) if ssh_endpoint else None,
         )
 
     async def _fail(self, vm: VmRecord, exc: BaseException) -> None:
@@ -316,17 +464,73 @@ class Agent:
             rec.error = error_to_dict(err)
             return True
 
-        await self._transition(vm.id, VmState.FAILED, err.message, expect={VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.UNKNOWN}, mutate=record_error)
+        await self._transition(
+            vm.id, VmState.FAILED, err.message, mutate=record_error,
+            expect={VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.UNKNOWN, VmState.STOPPED, VmState.SUSPENDED},
+        )
         tracked = self._tracked.get(vm.id)
         if tracked:
             tracked.failed = err.message
         self._kick.set()
 
+    # --- save -----------------------------------------------------------------------------
+
+    async def _save(self, vm_id: str) -> None:
+        """Carries out the save the record asks for and writes its outcome into its operation."""
+        entry = await self._store.get(self._keys.vm(vm_id))
+        vm = records.load(VmRecord, entry.value) if entry else None
+        if vm is None or not vm.pending_save or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
+            return
+        op_id, image = str(vm.pending_save.get("operation", "")), str(vm.pending_save.get("image", ""))
+        tracked = self._tracked.get(vm_id)
+        steady = tracked.steady if tracked else None
+        if tracked:
+            tracked.steady = None  # a periodic pass handles the VM again until the save is recorded
+        outcome: dict[str, Any]
+        try:
+            with TRACER.start_as_current_span("hypervisor.save_vm", attributes={"vm": vm.name, "image": image}):
+                if vm.state == VmState.ACTIVE:
+                    await self._sync_guest(vm)
+                vm_dir = self.cfg.run_dir / vm.id
+                request = SaveRequest(vm, image, await self._image_record(vm.image_version), vm_dir / "disk.qcow2", vm_dir, op_id)
+                outcome = {"result": {"image_version": await self._saver.save(request)}}
+        except (DriverError, WnodesError) as exc:
+            err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="SAVE_FAILED")
+            LOG.error("%s: saving to images/%s failed: %s", vm.name, image, err.message)
+            outcome = {"error": error_to_dict(err)}
+        if await self._finish_save(vm_id, op_id, outcome) and tracked:
+            tracked.steady = steady
+
+    async def _finish_save(self, vm_id: str, op_id: str, outcome: dict[str, Any]) -> bool:
+        """Clears the VM's pending save and records the outcome in its operation, together."""
+        op_key = self._keys.operation(op_id)
+        while True:
+            entry, op_entry = await self._store.get(self._keys.vm(vm_id)), await self._store.get(op_key)
+            if entry is None or op_entry is None:
+                return False
+            vm = records.load(VmRecord, entry.value)
+            if vm.pending_save.get("operation") != op_id:
+                return False
+            op = records.load(OperationRecord, op_entry.value)
+            op.result, op.error = outcome.get("result", {}), outcome.get("error", {})
+            vm.pending_save, vm.update_time = {}, time.time()
+            vm.state_message = f"saved as {op.result['image_version']}" if op.result else f"save failed: {op.error.get('message', '')}"
+            ok, _ = await self._store.txn(
+                [Compare(entry.key, entry.mod_revision), Compare(op_key, op_entry.mod_revision)],
+                [Put(entry.key, records.dump(vm)), Put(op_key, records.dump(op))],
+            )
+            if ok:
+                return True
+
     # --- adopt ----------------------------------------------------------------------------
 
     async def _adopt(self, vm: VmRecord) -> None:
         """A VM that should run here: check its domain is there and its guest answers."""
-        if not any(d.vm_id == vm.id and d.running for d in await self.driver.list()):
+        domain = await self._domain(vm.id)
+        if domain is not None and domain.paused:
+            # Left paused by an agent that died while it held the VM still (suspend, save).
+            await self.driver.resume(vm.id)
+        elif domain is None or not domain.running:
             await self._fail(vm, DriverError(f"the domain of {vm.name} is gone (it crashed or the host restarted)"))
             return
         message = "guest ready (adopted again after an agent restart or a lost link to the control plane)"
@@ -343,7 +547,110 @@ class Agent:
         if vm.state != VmState.ACTIVE:
             await self._transition(vm.id, VmState.ACTIVE, message, expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
             LOG.info("%s adopted on %s", vm.name, self.cfg.host)
-        self._tracked[vm.id].ready.set()
+        self._steady(vm.id, RUNNING)
+
+    async def _keep_suspended(self, vm: VmRecord) -> None:
+        """A SUSPENDED VM: its domain must be there, paused."""
+        domain = await self._domain(vm.id)
+        if domain is None:
+            await self._fail(vm, DriverError(f"the suspended domain of {vm.name} is gone (the host restarted?)"))
+            return
+        if not domain.paused:
+            await self.driver.suspend(vm.id)
+        self._steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
+
+    async def _keep_stopped(self, vm: VmRecord) -> None:
+        """A STOPPED VM: no domain (a leftover one, e.g. from an agent that died mid-stop, goes)."""
+        if await self._domain(vm.id) is not None:
+            await self.driver.stop(vm.id)
+        self._steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
+
+    # --- power ----------------------------------------------------------------------------
+
+    async def _power(self, vm: VmRecord, entry: Entry) -> None:
+        """Carries out the power action the record asks for (one generation), or records why not."""
+        generation = vm.power_generation
+        target = PowerState(vm.power)
+        try:
+            with TRACER.start_as_current_span("hypervisor.power", attributes={"vm": vm.name, "target": target.value}):
+                if target == PowerState.STOPPED:
+                    self._unsteady(vm.id, f"{vm.name} is stopping")
+                    await self._sync_guest(vm)
+                    await self.driver.stop(vm.id)
+                    if await self._settle(vm, VmState.STOPPED, "stopped", generation):
+                        self._steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
+                elif target == PowerState.SUSPENDED:
+                    self._unsteady(vm.id, f"{vm.name} is being suspended")
+                    await self.driver.suspend(vm.id)
+                    if await self._settle(vm, VmState.SUSPENDED, "suspended", generation):
+                        self._steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
+                elif vm.state == VmState.SUSPENDED:
+                    await self.driver.resume(vm.id)
+                    if await self._settle(vm, VmState.ACTIVE, "resumed", generation):
+                        self._steady(vm.id, RUNNING)
+                else:  # start a STOPPED VM or restart an ACTIVE one: boot its disk again
+                    doing = "restarting" if vm.state == VmState.ACTIVE else "starting"
+                    self._unsteady(vm.id)
+                    starting = await self._transition(vm.id, VmState.STARTING, doing, expect={VmState.ACTIVE, VmState.STOPPED}, known=entry)
+                    if starting is not None:
+                        await self._start(records.load(VmRecord, starting.value), starting)
+                    return
+            LOG.info("%s: %s done on %s", vm.name, target.value.lower(), self.cfg.host)
+        except (DriverError, WnodesError) as exc:
+            await self._power_failed(vm, generation, exc)
+
+    async def _settle(self, vm: VmRecord, state: VmState, message: str, generation: int) -> bool:
+        def applied(rec: VmRecord) -> bool:
+            rec.power_applied = max(rec.power_applied, generation)
+            return True
+
+        done = await self._transition(
+            vm.id, state, message, expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED}, mutate=applied
+        )
+        if done is None:
+            self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+        return done is not None
+
+    async def _power_failed(self, vm: VmRecord, generation: int, exc: BaseException) -> None:
+        """The action could not be carried out: the VM stays as it is and the operation fails."""
+        err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="POWER_ACTION_FAILED")
+        LOG.error("%s: %s failed on %s: %s", vm.name, vm.power.lower(), self.cfg.host, err.message)
+        domain = await self._domain(vm.id)
+        condition = _condition(domain)
+        # What the VM is now, whatever was asked.
+        state, power_state = {
+            RUNNING: (VmState.ACTIVE, PowerState.RUNNING),
+            PAUSED: (VmState.SUSPENDED, PowerState.SUSPENDED),
+            NO_DOMAIN: (VmState.STOPPED, PowerState.STOPPED),
+        }[condition]
+
+        def record(rec: VmRecord) -> bool:
+            rec.power, rec.power_applied = power_state, max(rec.power_applied, generation)
+            rec.power_error = {**error_to_dict(err), "generation": generation}
+            return True
+
+        await self._transition(
+            vm.id, state, f"{vm.power.lower()} failed: {err.message}", mutate=record,
+            expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED},
+        )
+        self._steady(vm.id, condition, "" if condition == RUNNING else f"{vm.name} is {state}")
+
+    async def _sync_guest(self, vm: VmRecord) -> None:
+        """Asks the guest to write what it holds in memory to its disk (a stop must not lose the
+        files its owner just wrote). A paused guest is resumed for it. Best effort, bounded."""
+        domain = await self._domain(vm.id)
+        if domain is None:
+            return
+        try:
+            async with asyncio.timeout(self.cfg.sync_timeout):
+                if domain.paused:
+                    await self.driver.resume(vm.id)
+                guest = self.driver.guest(vm.id)
+                async for event in guest.exec("sync"):
+                    if isinstance(event, Exit) and event.code != 0:
+                        LOG.warning("%s: sync in the guest exited %d", vm.name, event.code)
+        except (TimeoutError, DriverError) as exc:
+            LOG.warning("%s: the guest did not sync (%s); stopping it anyway", vm.name, exc or "timeout")
 
     # --- delete ---------------------------------------------------------------------------
 
@@ -351,6 +658,7 @@ class Agent:
         await self._teardown_files(vm_id)
         await self._release(vm_id, vm, delete_record=True)
         self._tracked.pop(vm_id, None)
+        self._ssh_ports.release(vm_id)
         LOG.info("virtualMachines/%s removed from %s", vm_id, self.cfg.host)
 
     async def _teardown_files(self, vm_id: str) -> None:
@@ -424,6 +732,8 @@ class Agent:
                 while not tracked.ready.is_set():
                     if tracked.failed:
                         raise FailedPrecondition(f"virtualMachines/{vm_id} failed: {tracked.failed}", reason="VM_FAILED")
+                    if tracked.unavailable:
+                        raise FailedPrecondition(f"{tracked.unavailable}: start or resume it first", reason="VM_NOT_RUNNING")
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.2):
                             await tracked.ready.wait()

@@ -20,7 +20,7 @@ from services.hypervisor.drivers.base import HypervisorDriver
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.exec_sessions import ExecSessions
 from services.hypervisor.image_cache import ImageCache
-from services.hypervisor.imagestore_source import ImagestoreBlobSource
+from services.hypervisor.imagestore_client import ImagestoreClient
 from services.hypervisor.lifecycle import Agent, AgentConfig
 from services.hypervisor.servicer import AgentServicer
 from wnodes.hypervisor.v1 import agent_service_pb2_grpc
@@ -100,8 +100,9 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     keys = Keys(cfg.key_root)
     server, health, port = await serve.make_server(cfg.listen)
     endpoint = f"{cfg.listen.rsplit(':', 1)[0]}:{port}"
-    source = ImagestoreBlobSource(cfg.imagestore) if cfg.imagestore and cfg.driver != "fake" else None
-    cache = ImageCache(cfg.state_dir / "cache", source) if source else None
+    imagestore = ImagestoreClient(cfg.imagestore) if cfg.imagestore else None
+    # The fake driver boots nothing: no image cache (saves still upload, a placeholder disk).
+    cache = ImageCache(cfg.state_dir / "cache", imagestore) if imagestore and cfg.driver != "fake" else None
     names = [cfg.host] if cfg.simulate <= 1 else [f"{cfg.host}-{i:03d}" for i in range(cfg.simulate)]
     agents = []
     for name in names:
@@ -110,7 +111,7 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
         agent_cfg = AgentConfig(
             host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio
         )
-        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache))
+        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore))
     sessions = ExecSessions()
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), server)
     await server.start()
@@ -125,8 +126,8 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     for agent in agents:
         await agent.stop()
         await agent.driver.close()
-    if source:
-        await source.close()
+    if imagestore:
+        await imagestore.close()
     await store.close()
 
 

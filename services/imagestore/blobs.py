@@ -59,6 +59,10 @@ class BlobStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
+    def has(self, sha256: str, size: int) -> bool:
+        path = self.root / sha256
+        return len(sha256) == 64 and path.is_file() and path.stat().st_size == size
+
     def writer(self, part: str, sha256: str, size: int) -> BlobWriter:
         return BlobWriter(self.root, part, sha256, size)
 

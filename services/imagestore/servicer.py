@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
+from services.common.image_proto import image_to_proto
 from services.common.names import parse_image
 from services.common.pagination import page_of
 from services.common.principal_context import principal_of
@@ -30,7 +31,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
     ) -> image_pb2.ImageVersion:
         image, version = parse_image(request.name)
         record = await self._catalog.resolve(image, version, principal_of(context))
-        return convert.image_to_proto(record)
+        return image_to_proto(record)
 
     @maps_errors
     async def ListImageVersions(
@@ -41,7 +42,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         visible = [r for r in await self._catalog.versions(image) if r.visible_to(principal.vo, principal.is_admin)]
         page, token = page_of(visible, request.page_size, request.page_token)
         return image_service_pb2.ListImageVersionsResponse(
-            image_versions=[convert.image_to_proto(r) for r in page], next_page_token=token
+            image_versions=[image_to_proto(r) for r in page], next_page_token=token
         )
 
     @maps_errors
@@ -60,15 +61,25 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         owner_vo = header.owner_vo or principal.vo
         if owner_vo != principal.vo and not principal.is_admin:
             raise PermissionDenied(f"you may upload images for VO {principal.vo!r} only")
-        writers: dict[str, BlobWriter] = {p: self._blobs.writer(p, sha, size) for p, (sha, size) in declared.items()}
+        # A part is written when its first chunk arrives. A declared part that gets no chunk
+        # must be a blob the store holds already (content-addressed: a saved VM's new version
+        # shares its kernel and initrd with the version it booted, and sends only its disk).
+        writers: dict[str, BlobWriter] = {}
         try:
             async for msg in request_iterator:
                 if not msg.HasField("chunk"):
                     raise InvalidArgument("only the first message may be a header", reason="DUPLICATE_HEADER")
-                writer = writers.get(msg.chunk.part)
-                if writer is None:
-                    raise InvalidArgument(f"chunk for undeclared part {msg.chunk.part!r}", reason="UNDECLARED_PART")
-                writer.write(msg.chunk.data)
+                part = msg.chunk.part
+                if part not in declared:
+                    raise InvalidArgument(f"chunk for undeclared part {part!r}", reason="UNDECLARED_PART")
+                if part not in writers:
+                    writers[part] = self._blobs.writer(part, *declared[part])
+                writers[part].write(msg.chunk.data)
+            for part, (sha, size) in declared.items():
+                if part not in writers and not self._blobs.has(sha, size):
+                    raise InvalidArgument(
+                        f"{part}: no data was sent and the imagestore has no blob {sha[:16]} of {size} bytes", reason="BLOB_MISSING"
+                    )
             for writer in writers.values():
                 await asyncio.to_thread(writer.finish, self._blobs.root)
         except BaseException:
@@ -93,7 +104,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
             cmdline=header.direct_boot.cmdline,
             description=header.description,
         )
-        return convert.image_to_proto(await self._catalog.register(record))
+        return image_to_proto(await self._catalog.register(record))
 
     @maps_errors
     async def DownloadBlob(

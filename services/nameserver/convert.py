@@ -7,10 +7,13 @@ import base64
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
+from services.common.errors import InvalidArgument
 from services.common.grpc_errors import error_to_status
+from services.common.image_proto import image_to_proto
 from services.common.records import HypervisorRecord, NameserverRecord, VmRecord
+from services.nameserver.power import POWER_KINDS
 from services.nameserver.registry import HypervisorView, OperationView, VmSpec
-from wnodes.v1 import common_pb2, hypervisor_pb2, virtual_machine_pb2
+from wnodes.v1 import common_pb2, hypervisor_pb2, virtual_machine_pb2, virtual_machine_service_pb2
 
 
 def _ts(seconds: float) -> timestamp_pb2.Timestamp:
@@ -19,15 +22,22 @@ def _ts(seconds: float) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def spec_from_proto(vm: virtual_machine_pb2.VirtualMachine) -> VmSpec:
+def spec_from_request(request: virtual_machine_service_pb2.CreateVirtualMachineRequest) -> VmSpec:
+    vm = request.virtual_machine
+    if request.user_data and vm.user_data and request.user_data != vm.user_data:
+        raise InvalidArgument(
+            "user_data is given twice with different bytes (in the request and in virtual_machine): give it once",
+            reason="CONFLICTING_USER_DATA",
+        )
     return VmSpec(
         image=vm.image,
         vcpu_count=vm.vcpu_count,
         memory_mib=vm.memory_mib,
         labels=dict(vm.labels),
-        user_data=vm.user_data,
+        user_data=request.user_data or vm.user_data,
         bandwidth_mbps=vm.bandwidth_mbps,
         pinned_hypervisor=vm.pinned_hypervisor,
+        ssh_public_keys=list(request.ssh_public_keys),
     )
 
 
@@ -53,6 +63,7 @@ def vm_to_proto(vm: VmRecord) -> virtual_machine_pb2.VirtualMachine:
         update_time=_ts(vm.update_time),
         boot_seconds=vm.boot_seconds,
         etag=str(vm.revision) if vm.revision else "",
+        ssh_endpoint=vm.ssh_endpoint,
     )
 
 
@@ -63,7 +74,9 @@ def operation_to_proto(view: OperationView) -> operations_pb2.Operation:
     if view.done:
         if view.error is not None:
             op.error.CopyFrom(error_to_status(view.error))
-        elif view.op.kind == "create" and view.vm is not None:
+        elif view.image is not None:
+            op.response.Pack(image_to_proto(view.image))
+        elif view.vm is not None and (view.op.kind == "create" or view.op.kind in POWER_KINDS):
             op.response.Pack(vm_to_proto(view.vm))
         else:
             packed = any_pb2.Any()

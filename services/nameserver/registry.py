@@ -22,6 +22,7 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
     VirtualMachineNotFound,
     WnodesError,
@@ -34,13 +35,14 @@ from services.common.names import parse_image, parse_resource_id
 from services.common.records import (
     HostUsage,
     HypervisorRecord,
+    ImageRecord,
     NameserverRecord,
     OperationRecord,
     VmRecord,
     VmState,
 )
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
-from services.nameserver import validation
+from services.nameserver import power, validation
 from services.nameserver.host_cache import HostCache
 from services.nameserver.scheduling.host_state import PlacementRequest
 from services.nameserver.scheduling.scheduler import Scheduler
@@ -61,6 +63,7 @@ class VmSpec:
     user_data: bytes = b""
     bandwidth_mbps: int = 0
     pinned_hypervisor: str = ""
+    ssh_public_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +72,12 @@ class OperationView:
     done: bool
     vm: VmRecord | None
     error: WnodesError | None = None
+    # The image version a finished save made.
+    image: ImageRecord | None = None
+
+
+# States from which a VM can be saved or have power actions: it is settled on its host.
+SETTLED = (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED)
 
 
 @dataclass
@@ -98,6 +107,7 @@ class Registry:
         validation.check_size(spec.vcpu_count, spec.memory_mib)
         validation.check_labels(spec.labels)
         validation.check_user_data(spec.user_data)
+        ssh_keys = validation.check_ssh_public_keys(spec.ssh_public_keys)
         request_id = request_id or uuid.uuid4().hex
         existing = await self._existing_request(request_id)
         if existing:
@@ -116,6 +126,7 @@ class Registry:
             mac_address=_random_mac(),
             labels=dict(spec.labels),
             user_data=base64.b64encode(spec.user_data).decode(),
+            ssh_public_keys=ssh_keys,
             bandwidth_mbps=spec.bandwidth_mbps,
             pinned_hypervisor=spec.pinned_hypervisor.removeprefix("hypervisors/"),
             request_id=request_id,
@@ -214,12 +225,127 @@ class Registry:
                 return op
 
     async def _existing_delete_op(self, vm: VmRecord) -> OperationRecord | None:
-        op_id = vm.labels.get("wnodes.delete_operation", "")
-        entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
-        return records.load(OperationRecord, entry.value) if entry else None
+        return await self._load_operation(vm.labels.get("wnodes.delete_operation", ""))
 
     def _lease_deletes(self, vm: VmRecord) -> list[Put | Delete]:
         return [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
+
+    # --- power actions --------------------------------------------------------------------
+
+    async def power_action(self, vm_id: str, principal: Principal, action: power.PowerAction) -> OperationView:
+        """Records the power state the owner wants and wakes the VM's agent, which carries it out.
+
+        One action at a time per VM: asking again for the action in flight returns its operation
+        (a retry is harmless); asking for another one fails until it is done."""
+        while True:
+            entry, vm = await self._load_vm(vm_id, principal)
+            if vm.pending_save:
+                raise FailedPrecondition(
+                    f"cannot {action} {vm.name}: a save is in progress (operations/{vm.pending_save['operation']}); "
+                    "ask again once it is done",
+                    reason="SAVE_IN_PROGRESS",
+                )
+            if vm.power_pending:
+                in_flight = await self._load_operation(vm.power_operation)
+                if in_flight is not None and in_flight.kind == action:
+                    return await self.get_operation(in_flight.name, principal)
+                doing = in_flight.kind if in_flight else "power action"
+                raise FailedPrecondition(
+                    f"cannot {action} {vm.name}: a {doing} is in progress (operations/{vm.power_operation}); "
+                    "ask again once it is done",
+                    reason="POWER_ACTION_IN_PROGRESS",
+                )
+            plan = power.plan(vm, action)
+            if plan.noop:
+                op = _operation(action, vm_id, principal, generation=vm.power_applied)
+                await self._store.put(self._keys.operation(op.id), records.dump(op))
+                return OperationView(op, done=True, vm=vm)
+            op = _operation(action, vm_id, principal, generation=vm.power_generation + 1)
+            vm.power, vm.power_generation, vm.power_operation = plan.target, op.generation, op.id
+            vm.state_message, vm.update_time = f"{action} requested", time.time()
+            ok, revision = await self._store.txn(
+                [Compare(entry.key, entry.mod_revision)],
+                [
+                    Put(entry.key, records.dump(vm)),
+                    Put(self._keys.operation(op.id), records.dump(op)),
+                    # a new value on the placement key wakes the agent's watch
+                    Put(self._keys.placement(vm.hypervisor, vm.id), f"power {op.generation}".encode()),
+                ],
+            )
+            if ok:
+                vm.revision = revision
+                LOG.info("%s of %s requested (%s)", action, vm.name, op.name)
+                return OperationView(op, done=False, vm=vm)
+
+    # --- save -----------------------------------------------------------------------------
+
+    async def save_vm(self, vm_id: str, principal: Principal, image_name: str) -> OperationView:
+        """Asks the VM's agent to save its disk as a new version of image_name (an image of the
+        VM owner's VO, or a new one). Asking again while that save runs returns its operation."""
+        image, version = parse_image(image_name)
+        if version is not None:
+            raise InvalidArgument(f"image_name {image_name!r} names a version; give the image (e.g. 'images/{image}')", reason="INVALID_IMAGE_NAME")
+        while True:
+            entry, vm = await self._load_vm(vm_id, principal)
+            if vm.pending_save:
+                in_flight = await self._load_operation(vm.pending_save.get("operation", ""))
+                if in_flight is not None and in_flight.target == image:
+                    return await self.get_operation(in_flight.name, principal)
+                raise FailedPrecondition(
+                    f"cannot save {vm.name}: another save is in progress (operations/{vm.pending_save.get('operation')})",
+                    reason="SAVE_IN_PROGRESS",
+                )
+            if vm.power_pending:
+                raise FailedPrecondition(
+                    f"cannot save {vm.name}: a power action is in progress (operations/{vm.power_operation}); ask again once it is done",
+                    reason="POWER_ACTION_IN_PROGRESS",
+                )
+            if vm.state not in SETTLED:
+                raise FailedPrecondition(
+                    f"cannot save {vm.name}: it is {vm.state}; only ACTIVE, SUSPENDED or STOPPED VMs can be saved",
+                    reason="INVALID_VM_STATE",
+                )
+            foreign = [r for r in await self._images.versions(image) if r.owner_vo != vm.owner_vo]
+            if foreign:
+                raise PermissionDenied(
+                    f"images/{image} belongs to another VO: save under a new name or one of VO {vm.owner_vo!r}'s images",
+                    reason="IMAGE_NOT_OWNED",
+                )
+            op = _operation("save", vm_id, principal, target=image)
+            vm.pending_save = {"operation": op.id, "image": image}
+            vm.state_message, vm.update_time = f"saving to images/{image}", time.time()
+            ok, revision = await self._store.txn(
+                [Compare(entry.key, entry.mod_revision)],
+                [
+                    Put(entry.key, records.dump(vm)),
+                    Put(self._keys.operation(op.id), records.dump(op)),
+                    Put(self._keys.placement(vm.hypervisor, vm.id), f"save {op.id}".encode()),
+                ],
+            )
+            if ok:
+                vm.revision = revision
+                LOG.info("save of %s to images/%s requested (%s)", vm.name, image, op.name)
+                return OperationView(op, done=False, vm=vm)
+
+    async def _save_operation_view(self, op: OperationRecord, vm: VmRecord | None) -> OperationView:
+        """A save is done once its agent wrote the outcome into the operation."""
+        if op.error:
+            return OperationView(op, True, vm, error_from_dict(op.error, "the save failed"))
+        if op.result:
+            image, version = parse_image(str(op.result.get("image_version", "")))
+            entry = await self._store.get(self._keys.image_version(image, version or 0))
+            if entry is None:
+                return OperationView(op, True, vm, NotFound(f"{op.result.get('image_version')} no longer exists"))
+            return OperationView(op, True, vm, image=records.load(ImageRecord, entry.value))
+        if vm is None:
+            return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before the save finished"))
+        if vm.state == VmState.FAILED:
+            return OperationView(op, True, vm, error_from_dict(vm.error or {}, vm.state_message))
+        return OperationView(op, False, vm)
+
+    async def _load_operation(self, op_id: str) -> OperationRecord | None:
+        entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
+        return records.load(OperationRecord, entry.value) if entry else None
 
     # --- read -----------------------------------------------------------------------------
 
@@ -284,10 +410,15 @@ class Registry:
         op = records.load(OperationRecord, entry.value)
         vm_entry = await self._store.get(self._keys.vm(op.vm_id))
         vm = records.load(VmRecord, vm_entry.value) if vm_entry else None
-        if vm is not None and not _may_see(vm, principal):
+        owner_hidden = op.owner_user and not (principal.is_admin or (op.owner_user, op.owner_vo) == (principal.user, principal.vo))
+        if owner_hidden or vm is not None and not _may_see(vm, principal):
             raise NotFound(f"operations/{op_id} does not exist")
         if op.kind == "delete":
             return OperationView(op, done=vm is None, vm=vm)
+        if op.kind in power.POWER_KINDS:
+            return _power_operation_view(op, vm)
+        if op.kind == "save":
+            return await self._save_operation_view(op, vm)
         if vm is None:
             return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before it became active"))
         if vm.state == VmState.ACTIVE:
@@ -353,6 +484,26 @@ class Registry:
             rec = records.load(NameserverRecord, e.value)
             out.append((rec, sorted(d for d, (_, m) in leaders.items() if m == rec.id)))
         return out
+
+
+def _operation(kind: str, vm_id: str, principal: Principal, *, generation: int = 0, target: str = "") -> OperationRecord:
+    return OperationRecord(
+        id=uuid.uuid4().hex, kind=kind, vm_id=vm_id, generation=generation, target=target,
+        owner_user=principal.user, owner_vo=principal.vo,
+    )
+
+
+def _power_operation_view(op: OperationRecord, vm: VmRecord | None) -> OperationView:
+    """A power action is done once the agent applied its generation (or gave up on it)."""
+    if vm is None:
+        return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before the {op.kind} finished"))
+    if vm.state == VmState.FAILED:
+        return OperationView(op, True, vm, error_from_dict(vm.error or {}, vm.state_message))
+    if vm.power_applied < op.generation:
+        return OperationView(op, False, vm)
+    if vm.power_error and vm.power_error.get("generation") == op.generation:
+        return OperationView(op, True, vm, error_from_dict(vm.power_error, f"the {op.kind} failed"))
+    return OperationView(op, True, vm)
 
 
 def _may_see(vm: VmRecord, principal: Principal) -> bool:

@@ -12,6 +12,7 @@ from services.common.names import parse_resource_id
 from services.common.pagination import page_of
 from services.common.principal_context import principal_of
 from services.nameserver import convert
+from services.nameserver.power import PowerAction
 from services.nameserver.registry import Registry
 from wnodes.nameserver.v1 import registry_service_pb2_grpc
 from wnodes.v1 import hypervisor_pb2, hypervisor_service_pb2, virtual_machine_pb2, virtual_machine_service_pb2
@@ -29,7 +30,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         view = await self._registry.create_vm(
-            convert.spec_from_proto(request.virtual_machine), principal, request.request_id, carrier
+            convert.spec_from_request(request), principal, request.request_id, carrier
         )
         return convert.operation_to_proto(view)
 
@@ -41,6 +42,47 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         vm_id = parse_resource_id(request.name, "virtualMachines")
         op = await self._registry.delete_vm(vm_id, principal, request.request_id)
         return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
+
+    @maps_errors
+    async def SaveVirtualMachine(
+        self, request: virtual_machine_service_pb2.SaveVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        vm_id = parse_resource_id(request.name, "virtualMachines")
+        return convert.operation_to_proto(await self._registry.save_vm(vm_id, principal_of(context), request.image_name))
+
+    async def _power(self, name: str, context: Ctx, action: PowerAction) -> operations_pb2.Operation:
+        vm_id = parse_resource_id(name, "virtualMachines")
+        return convert.operation_to_proto(await self._registry.power_action(vm_id, principal_of(context), action))
+
+    @maps_errors
+    async def StopVirtualMachine(
+        self, request: virtual_machine_service_pb2.StopVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await self._power(request.name, context, PowerAction.STOP)
+
+    @maps_errors
+    async def StartVirtualMachine(
+        self, request: virtual_machine_service_pb2.StartVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await self._power(request.name, context, PowerAction.START)
+
+    @maps_errors
+    async def RestartVirtualMachine(
+        self, request: virtual_machine_service_pb2.RestartVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await self._power(request.name, context, PowerAction.RESTART)
+
+    @maps_errors
+    async def SuspendVirtualMachine(
+        self, request: virtual_machine_service_pb2.SuspendVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await self._power(request.name, context, PowerAction.SUSPEND)
+
+    @maps_errors
+    async def ResumeVirtualMachine(
+        self, request: virtual_machine_service_pb2.ResumeVirtualMachineRequest, context: Ctx
+    ) -> operations_pb2.Operation:
+        return await self._power(request.name, context, PowerAction.RESUME)
 
     @maps_errors
     async def GetVirtualMachine(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import struct
 
 from services.common.errors import InvalidArgument
 
@@ -11,6 +14,12 @@ MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB: anything above is a typo, not a reque
 MAX_VCPUS = 1024
 MAX_LABELS = 64
 MAX_USER_DATA = 64 * 1024
+MAX_SSH_KEYS = 32
+MAX_SSH_KEY_LENGTH = 16 * 1024
+SSH_KEY_TYPES = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+})  # fmt: skip
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -43,3 +52,41 @@ def check_user_data(user_data: bytes) -> None:
 def check_request_id(request_id: str) -> None:
     if request_id and not _REQUEST_ID_RE.match(request_id):
         raise InvalidArgument("request_id must be 1-128 characters of letters, digits and ._:-", reason="INVALID_REQUEST_ID")
+
+
+def check_ssh_public_keys(keys: list[str]) -> list[str]:
+    """The keys as they go into authorized_keys: one line each, "TYPE BASE64 [comment]", whose
+    blob is really a key of that type. No options (from=, command=): the owner's keys grant a
+    plain login, and nothing else can ride along into the guest's authorized_keys."""
+    if len(keys) > MAX_SSH_KEYS:
+        raise InvalidArgument(f"at most {MAX_SSH_KEYS} ssh_public_keys are allowed (got {len(keys)})", reason="INVALID_SSH_KEY")
+    out = []
+    for i, raw in enumerate(keys):
+        key = raw.strip()
+        where = f"ssh_public_keys[{i}]"
+        if not key or len(key) > MAX_SSH_KEY_LENGTH or any(c in key for c in "\r\n\0"):
+            raise InvalidArgument(
+                f"{where} must be one line of at most {MAX_SSH_KEY_LENGTH} characters, as in an id_*.pub file",
+                reason="INVALID_SSH_KEY",
+            )
+        parts = key.split(None, 2)
+        if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+            raise InvalidArgument(
+                f"{where} does not start with a known key type ({', '.join(sorted(SSH_KEY_TYPES))}) and its "
+                "base64 blob; give the public key (id_ed25519.pub), not the private one",
+                reason="INVALID_SSH_KEY",
+            )
+        if _blob_key_type(parts[1]) != parts[0]:
+            raise InvalidArgument(f"{where}: the base64 blob is not a {parts[0]} public key", reason="INVALID_SSH_KEY")
+        out.append(" ".join(parts))
+    return out
+
+
+def _blob_key_type(blob: str) -> str:
+    """The key type written inside an OpenSSH public key blob (a length-prefixed string)."""
+    try:
+        data = base64.b64decode(blob, validate=True)
+        (length,) = struct.unpack(">I", data[:4])
+        return data[4 : 4 + length].decode("ascii") if 0 < length <= 64 else ""
+    except (binascii.Error, struct.error, UnicodeDecodeError, ValueError):
+        return ""

@@ -1,9 +1,11 @@
 #!/bin/sh
 # wnodes-init: PID 1 and guest agent of a WNoDeS guest. POSIX sh: runs under busybox sh and dash.
 #
-# Boot: mounts proc, sys, dev (devtmpfs), tmp, run; sets the hostname from the kernel command line
-# (wnodes.hostname=NAME); brings up lo; finds the virtio-serial ports named org.wnodes.control,
-# org.wnodes.stdout and org.wnodes.stderr; writes "READY <kernel release>\n" to the control port.
+# Boot: mounts proc, sys, dev (devtmpfs), dev/pts, tmp, run; sets the hostname from the kernel
+# command line (wnodes.hostname=NAME); brings up lo; if the VM has a network interface (it asked
+# for SSH), configures it for QEMU's user-mode network and starts sshd, in the background; finds
+# the virtio-serial ports named org.wnodes.control, org.wnodes.stdout and org.wnodes.stderr;
+# writes "READY <kernel release>\n" to the control port.
 #
 # Control protocol (one line per message, fields separated by one space; a nonce is 32 hex digits):
 #   host -> guest  PING                         guest answers  READY <kernel release>
@@ -79,6 +81,7 @@ mount_fs devtmpfs /dev nosuid,mode=0755
 mount_fs tmpfs /tmp nosuid,nodev,mode=1777
 mount_fs tmpfs /run nosuid,nodev,mode=0755
 mount_fs tmpfs /dev/shm nosuid,nodev,mode=1777
+mount_fs devpts /dev/pts nosuid,noexec,gid=5,mode=0620,ptmxmode=0666
 
 set -f
 for arg in $CMDLINE; do
@@ -88,12 +91,52 @@ for arg in $CMDLINE; do
 done
 set +f
 debug "file systems mounted, hostname set"
+
+# The agent's own static busybox, off the users' PATH (deploy/images/build.py installs it): it
+# starts far faster than a dynamically linked tool under emulation (TCG), and it brings the
+# tools a minimal Debian lacks (ip).
+BB=
+[ -x /usr/lib/wnodes/busybox ] && BB=/usr/lib/wnodes/busybox
+IP=
 if command -v ip >/dev/null 2>&1; then
-    ip link set lo up 2>/dev/null
+    IP=ip
+elif [ -n "$BB" ]; then
+    IP="$BB ip"
 fi
+[ -n "$IP" ] && $IP link set lo up 2>/dev/null
 
 read -r KREL </proc/sys/kernel/osrelease
 debug "loopback up"
+
+# A VM that asked for SSH has one virtio NIC on QEMU's user-mode network (slirp), whose
+# addresses never change: the guest is 10.0.2.15/24 behind the gateway 10.0.2.2. sshd gets an
+# ed25519 host key made at the VM's first boot (the only kind made at boot: it is the fastest
+# under emulation) and kept on its disk. In the background: READY does not wait for it; the
+# agent's contextualisation does.
+network_and_sshd() {
+    _if=
+    for _n in /sys/class/net/*; do
+        [ -e "$_n/device" ] || continue # lo and other virtual devices have no device
+        _if=${_n##*/}
+        break
+    done
+    [ -n "$_if" ] && [ -n "$IP" ] || return 0
+    if ! { $IP link set "$_if" up && $IP addr add 10.0.2.15/24 dev "$_if" && $IP route add default via 10.0.2.2; }; then
+        log "cannot configure $_if"
+        return 1
+    fi
+    debug "$_if up"
+    [ -x /usr/sbin/sshd ] || return 0
+    mkdir -p /run/sshd && chmod 755 /run/sshd
+    if [ ! -s /etc/ssh/ssh_host_ed25519_key ]; then
+        rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub
+        ssh-keygen -q -t ed25519 -N '' -C "root@$(cat /proc/sys/kernel/hostname)" -f /etc/ssh/ssh_host_ed25519_key ||
+            log "ssh-keygen failed"
+    fi
+    /usr/sbin/sshd -E /var/log/sshd.log || log "sshd did not start (see /var/log/sshd.log)"
+    debug "sshd started"
+}
+network_and_sshd </dev/null >/dev/null 2>&1 &
 
 # The port names arrive from the host a little after the ports appear: poll (30 s at most).
 CTL= OUT= ERR=
@@ -165,11 +208,8 @@ run_as() {
 # Executions: $EXEC_ROOT/<nonce>/ holds out and err (the logs), code (once the command ended),
 # sent (the offsets streamed so far), seek (offsets an ATTACH asked for) and active (still to be
 # streamed). Root only: a job must not learn nonces and forge frames.
-# The streamer's tools come from the agent's own static busybox (deploy/images/build.py installs
-# it off the users' PATH): it starts far faster than a dynamically linked tool under emulation
-# (TCG), and the streamer runs tools many times a second.
-BB=
-[ -x /usr/lib/wnodes/busybox ] && BB=/usr/lib/wnodes/busybox
+# The streamer's tools come from the agent's busybox ($BB, above): the streamer runs tools many
+# times a second.
 EXEC_ROOT=/run/wnodes/exec
 $BB mkdir -p "$EXEC_ROOT" && chmod 700 /run/wnodes "$EXEC_ROOT"
 STREAMER_LOCK=$EXEC_ROOT/.streamer

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from wnodes.v1 import common_pb2 as wnodes_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwnodes/v1/virtual_machine.proto\x12\twnodes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16wnodes/v1/common.proto\"\xb4\x06\n\x0eVirtualMachine\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x15\n\rimage_version\x18\x03 \x01(\t\x12\x12\n\nvcpu_count\x18\x04 \x01(\r\x12\x12\n\nmemory_mib\x18\x05 \x01(\x04\x12.\n\x05state\x18\x06 \x01(\x0e\x32\x1f.wnodes.v1.VirtualMachine.State\x12\x15\n\rstate_message\x18\x07 \x01(\t\x12\x12\n\nhypervisor\x18\x08 \x01(\t\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x13\n\x0bmac_address\x18\n \x01(\t\x12\x1f\n\x05owner\x18\x0b \x01(\x0b\x32\x10.wnodes.v1.Owner\x12\x35\n\x06labels\x18\x0c \x03(\x0b\x32%.wnodes.v1.VirtualMachine.LabelsEntry\x12.\n\x08networks\x18\r \x03(\x0b\x32\x1c.wnodes.v1.NetworkAttachment\x12,\n\x07volumes\x18\x0e \x03(\x0b\x32\x1b.wnodes.v1.VolumeAttachment\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x0f \x01(\r\x12\x11\n\tuser_data\x18\x10 \x01(\x0c\x12\x19\n\x11pinned_hypervisor\x18\x11 \x01(\t\x12\x16\n\x0evirtualization\x18\x12 \x01(\t\x12/\n\x0b\x63reate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x62oot_seconds\x18\x15 \x01(\x01\x12\x0c\n\x04\x65tag\x18\x16 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tSCHEDULED\x10\x02\x12\x0c\n\x08STARTING\x10\x03\x12\n\n\x06\x41\x43TIVE\x10\x04\x12\x0c\n\x08\x44\x45LETING\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06\x12\x0b\n\x07UNKNOWN\x10\x07\"[\n\x11NetworkAttachment\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x12\n\nip_address\x18\x03 \x01(\t\x12\x0c\n\x04vlan\x18\x04 \x01(\r\"2\n\x10VolumeAttachment\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwnodes/v1/virtual_machine.proto\x12\twnodes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16wnodes/v1/common.proto\"\xe7\x06\n\x0eVirtualMachine\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x15\n\rimage_version\x18\x03 \x01(\t\x12\x12\n\nvcpu_count\x18\x04 \x01(\r\x12\x12\n\nmemory_mib\x18\x05 \x01(\x04\x12.\n\x05state\x18\x06 \x01(\x0e\x32\x1f.wnodes.v1.VirtualMachine.State\x12\x15\n\rstate_message\x18\x07 \x01(\t\x12\x12\n\nhypervisor\x18\x08 \x01(\t\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x13\n\x0bmac_address\x18\n \x01(\t\x12\x1f\n\x05owner\x18\x0b \x01(\x0b\x32\x10.wnodes.v1.Owner\x12\x35\n\x06labels\x18\x0c \x03(\x0b\x32%.wnodes.v1.VirtualMachine.LabelsEntry\x12.\n\x08networks\x18\r \x03(\x0b\x32\x1c.wnodes.v1.NetworkAttachment\x12,\n\x07volumes\x18\x0e \x03(\x0b\x32\x1b.wnodes.v1.VolumeAttachment\x12\x16\n\x0e\x62\x61ndwidth_mbps\x18\x0f \x01(\r\x12\x11\n\tuser_data\x18\x10 \x01(\x0c\x12\x19\n\x11pinned_hypervisor\x18\x11 \x01(\t\x12\x16\n\x0evirtualization\x18\x12 \x01(\t\x12/\n\x0b\x63reate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x62oot_seconds\x18\x15 \x01(\x01\x12\x0c\n\x04\x65tag\x18\x16 \x01(\t\x12\x14\n\x0cssh_endpoint\x18\x17 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tSCHEDULED\x10\x02\x12\x0c\n\x08STARTING\x10\x03\x12\n\n\x06\x41\x43TIVE\x10\x04\x12\x0c\n\x08\x44\x45LETING\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06\x12\x0b\n\x07UNKNOWN\x10\x07\x12\x0b\n\x07STOPPED\x10\x08\x12\r\n\tSUSPENDED\x10\t\"[\n\x11NetworkAttachment\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x12\n\nip_address\x18\x03 \x01(\t\x12\x0c\n\x04vlan\x18\x04 \x01(\r\"2\n\x10VolumeAttachment\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VIRTUALMACHINE_LABELSENTRY']._loaded_options = None
   _globals['_VIRTUALMACHINE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_VIRTUALMACHINE']._serialized_start=104
-  _globals['_VIRTUALMACHINE']._serialized_end=924
-  _globals['_VIRTUALMACHINE_LABELSENTRY']._serialized_start=754
-  _globals['_VIRTUALMACHINE_LABELSENTRY']._serialized_end=799
-  _globals['_VIRTUALMACHINE_STATE']._serialized_start=801
-  _globals['_VIRTUALMACHINE_STATE']._serialized_end=924
-  _globals['_NETWORKATTACHMENT']._serialized_start=926
-  _globals['_NETWORKATTACHMENT']._serialized_end=1017
-  _globals['_VOLUMEATTACHMENT']._serialized_start=1019
-  _globals['_VOLUMEATTACHMENT']._serialized_end=1069
+  _globals['_VIRTUALMACHINE']._serialized_end=975
+  _globals['_VIRTUALMACHINE_LABELSENTRY']._serialized_start=776
+  _globals['_VIRTUALMACHINE_LABELSENTRY']._serialized_end=821
+  _globals['_VIRTUALMACHINE_STATE']._serialized_start=824
+  _globals['_VIRTUALMACHINE_STATE']._serialized_end=975
+  _globals['_NETWORKATTACHMENT']._serialized_start=977
+  _globals['_NETWORKATTACHMENT']._serialized_end=1068
+  _globals['_VOLUMEATTACHMENT']._serialized_start=1070
+  _globals['_VOLUMEATTACHMENT']._serialized_end=1120
 # @@protoc_insertion_point(module_scope)

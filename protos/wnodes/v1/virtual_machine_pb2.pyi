@@ -51,10 +51,19 @@ class VirtualMachine(_message.Message):
         """Could not be created or crashed; state_message says why."""
         UNKNOWN: VirtualMachine._State.ValueType  # 7
         """Its hypervisor's lease expired: the VM may or may not still run."""
+        STOPPED: VirtualMachine._State.ValueType  # 8
+        """Powered off: no domain runs, its disk (with the files written in it) is kept for the next
+        start.
+        """
+        SUSPENDED: VirtualMachine._State.ValueType  # 9
+        """Paused in memory by the hypervisor; resuming it continues where it stopped."""
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """Lifecycle states. A VM moves PENDING -> SCHEDULED -> STARTING -> ACTIVE -> DELETING and is
         then gone; any step may end in FAILED. UNKNOWN means its hypervisor stopped reporting.
+        Power actions move an ACTIVE VM to STOPPED or SUSPENDED and back (a start or restart passes
+        through STARTING again). A STOPPED or SUSPENDED VM keeps its disk, its hypervisor and the
+        cores and memory it holds there.
         """
 
     STATE_UNSPECIFIED: VirtualMachine.State.ValueType  # 0
@@ -72,6 +81,12 @@ class VirtualMachine(_message.Message):
     """Could not be created or crashed; state_message says why."""
     UNKNOWN: VirtualMachine.State.ValueType  # 7
     """Its hypervisor's lease expired: the VM may or may not still run."""
+    STOPPED: VirtualMachine.State.ValueType  # 8
+    """Powered off: no domain runs, its disk (with the files written in it) is kept for the next
+    start.
+    """
+    SUSPENDED: VirtualMachine.State.ValueType  # 9
+    """Paused in memory by the hypervisor; resuming it continues where it stopped."""
 
     @_typing.final
     class LabelsEntry(_message.Message):
@@ -115,6 +130,7 @@ class VirtualMachine(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     BOOT_SECONDS_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    SSH_ENDPOINT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"virtualMachines/{id}"."""
     image: _builtins.str
@@ -145,6 +161,10 @@ class VirtualMachine(_message.Message):
     etag: _builtins.str
     """Changes whenever the VM does. An update that carries an etag fails with ABORTED if the VM
     changed since it was read (optimistic concurrency, e.g. two jobs claiming one idle VM).
+    """
+    ssh_endpoint: _builtins.str
+    """Output only. Where the VM's SSH server is reachable, "127.0.0.1:PORT" on its hypervisor,
+    when it was created with SSH public keys; empty otherwise.
     """
     @_builtins.property
     def owner(self) -> _common_pb2.Owner: ...
@@ -189,10 +209,11 @@ class VirtualMachine(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         boot_seconds: _builtins.float = ...,
         etag: _builtins.str = ...,
+        ssh_endpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "owner", b"owner", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "boot_seconds", b"boot_seconds", "create_time", b"create_time", "etag", b"etag", "hostname", b"hostname", "hypervisor", b"hypervisor", "image", b"image", "image_version", b"image_version", "labels", b"labels", "mac_address", b"mac_address", "memory_mib", b"memory_mib", "name", b"name", "networks", b"networks", "owner", b"owner", "pinned_hypervisor", b"pinned_hypervisor", "state", b"state", "state_message", b"state_message", "update_time", b"update_time", "user_data", b"user_data", "vcpu_count", b"vcpu_count", "virtualization", b"virtualization", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bandwidth_mbps", b"bandwidth_mbps", "boot_seconds", b"boot_seconds", "create_time", b"create_time", "etag", b"etag", "hostname", b"hostname", "hypervisor", b"hypervisor", "image", b"image", "image_version", b"image_version", "labels", b"labels", "mac_address", b"mac_address", "memory_mib", b"memory_mib", "name", b"name", "networks", b"networks", "owner", b"owner", "pinned_hypervisor", b"pinned_hypervisor", "ssh_endpoint", b"ssh_endpoint", "state", b"state", "state_message", b"state_message", "update_time", b"update_time", "user_data", b"user_data", "vcpu_count", b"vcpu_count", "virtualization", b"virtualization", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

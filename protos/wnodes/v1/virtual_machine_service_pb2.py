@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from wnodes.v1 import virtual_machine_pb2 as wnodes_dot_v1_dot_virtual__machine__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'wnodes/v1/virtual_machine_service.proto\x12\twnodes.v1\x1a#google/longrunning/operations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fwnodes/v1/virtual_machine.proto\"(\n\x18GetVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"W\n\x1aListVirtualMachinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nhypervisor\x18\x03 \x01(\t\"k\n\x1bListVirtualMachinesResponse\x12\x33\n\x10virtual_machines\x18\x01 \x03(\x0b\x32\x19.wnodes.v1.VirtualMachine\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x1b\x43reateVirtualMachineRequest\x12\x32\n\x0fvirtual_machine\x18\x01 \x01(\x0b\x32\x19.wnodes.v1.VirtualMachine\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x82\x01\n\x1bUpdateVirtualMachineRequest\x12\x32\n\x0fvirtual_machine\x18\x01 \x01(\x0b\x32\x19.wnodes.v1.VirtualMachine\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x1b\x44\x65leteVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xa5\x01\n\x19\x45xecVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x1d\n\x15ready_timeout_seconds\x18\x03 \x01(\x01\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x05 \x01(\t\x12\x15\n\rstdout_offset\x18\x06 \x01(\x04\x12\x15\n\rstderr_offset\x18\x07 \x01(\x04\"`\n\x1a\x45xecVirtualMachineResponse\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\t\n\x07payload2\xc1\x05\n\x15VirtualMachineService\x12S\n\x11GetVirtualMachine\x12#.wnodes.v1.GetVirtualMachineRequest\x1a\x19.wnodes.v1.VirtualMachine\x12\x64\n\x13ListVirtualMachines\x12%.wnodes.v1.ListVirtualMachinesRequest\x1a&.wnodes.v1.ListVirtualMachinesResponse\x12\x96\x01\n\x14\x43reateVirtualMachine\x12&.wnodes.v1.CreateVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachine\x12\x93\x01\n\x14\x44\x65leteVirtualMachine\x12&.wnodes.v1.DeleteVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"4\xca\x41\x31\n\x15google.protobuf.Empty\x12\x18wnodes.v1.VirtualMachine\x12Y\n\x14UpdateVirtualMachine\x12&.wnodes.v1.UpdateVirtualMachineRequest\x1a\x19.wnodes.v1.VirtualMachine\x12\x63\n\x12\x45xecVirtualMachine\x12$.wnodes.v1.ExecVirtualMachineRequest\x1a%.wnodes.v1.ExecVirtualMachineResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'wnodes/v1/virtual_machine_service.proto\x12\twnodes.v1\x1a#google/longrunning/operations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fwnodes/v1/virtual_machine.proto\"(\n\x18GetVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"W\n\x1aListVirtualMachinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nhypervisor\x18\x03 \x01(\t\"k\n\x1bListVirtualMachinesResponse\x12\x33\n\x10virtual_machines\x18\x01 \x03(\x0b\x32\x19.wnodes.v1.VirtualMachine\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x91\x01\n\x1b\x43reateVirtualMachineRequest\x12\x32\n\x0fvirtual_machine\x18\x01 \x01(\x0b\x32\x19.wnodes.v1.VirtualMachine\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0fssh_public_keys\x18\x03 \x03(\t\x12\x11\n\tuser_data\x18\x04 \x01(\x0c\"\x82\x01\n\x1bUpdateVirtualMachineRequest\x12\x32\n\x0fvirtual_machine\x18\x01 \x01(\x0b\x32\x19.wnodes.v1.VirtualMachine\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x1b\x44\x65leteVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xa5\x01\n\x19\x45xecVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x1d\n\x15ready_timeout_seconds\x18\x03 \x01(\x01\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x05 \x01(\t\x12\x15\n\rstdout_offset\x18\x06 \x01(\x04\x12\x15\n\rstderr_offset\x18\x07 \x01(\x04\"`\n\x1a\x45xecVirtualMachineResponse\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\t\n\x07payload\")\n\x19StopVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aStartVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1cRestartVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1cSuspendVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x1bResumeVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x19SaveVirtualMachineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nimage_name\x18\x02 \x01(\t2\xcf\x0c\n\x15VirtualMachineService\x12S\n\x11GetVirtualMachine\x12#.wnodes.v1.GetVirtualMachineRequest\x1a\x19.wnodes.v1.VirtualMachine\x12\x64\n\x13ListVirtualMachines\x12%.wnodes.v1.ListVirtualMachinesRequest\x1a&.wnodes.v1.ListVirtualMachinesResponse\x12\x96\x01\n\x14\x43reateVirtualMachine\x12&.wnodes.v1.CreateVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachine\x12\x93\x01\n\x14\x44\x65leteVirtualMachine\x12&.wnodes.v1.DeleteVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"4\xca\x41\x31\n\x15google.protobuf.Empty\x12\x18wnodes.v1.VirtualMachine\x12Y\n\x14UpdateVirtualMachine\x12&.wnodes.v1.UpdateVirtualMachineRequest\x1a\x19.wnodes.v1.VirtualMachine\x12\x63\n\x12\x45xecVirtualMachine\x12$.wnodes.v1.ExecVirtualMachineRequest\x1a%.wnodes.v1.ExecVirtualMachineResponse0\x01\x12\x90\x01\n\x12SaveVirtualMachine\x12$.wnodes.v1.SaveVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"5\xca\x41\x32\n\x16wnodes.v1.ImageVersion\x12\x18wnodes.v1.VirtualMachine\x12\x92\x01\n\x12StopVirtualMachine\x12$.wnodes.v1.StopVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachine\x12\x94\x01\n\x13StartVirtualMachine\x12%.wnodes.v1.StartVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachine\x12\x98\x01\n\x15RestartVirtualMachine\x12\'.wnodes.v1.RestartVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachine\x12\x98\x01\n\x15SuspendVirtualMachine\x12\'.wnodes.v1.SuspendVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachine\x12\x96\x01\n\x14ResumeVirtualMachine\x12&.wnodes.v1.ResumeVirtualMachineRequest\x1a\x1d.google.longrunning.Operation\"7\xca\x41\x34\n\x18wnodes.v1.VirtualMachine\x12\x18wnodes.v1.VirtualMachineb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,22 +38,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VIRTUALMACHINESERVICE'].methods_by_name['CreateVirtualMachine']._serialized_options = b'\312A4\n\030wnodes.v1.VirtualMachine\022\030wnodes.v1.VirtualMachine'
   _globals['_VIRTUALMACHINESERVICE'].methods_by_name['DeleteVirtualMachine']._loaded_options = None
   _globals['_VIRTUALMACHINESERVICE'].methods_by_name['DeleteVirtualMachine']._serialized_options = b'\312A1\n\025google.protobuf.Empty\022\030wnodes.v1.VirtualMachine'
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['SaveVirtualMachine']._loaded_options = None
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['SaveVirtualMachine']._serialized_options = b'\312A2\n\026wnodes.v1.ImageVersion\022\030wnodes.v1.VirtualMachine'
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['StopVirtualMachine']._loaded_options = None
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['StopVirtualMachine']._serialized_options = b'\312A4\n\030wnodes.v1.VirtualMachine\022\030wnodes.v1.VirtualMachine'
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['StartVirtualMachine']._loaded_options = None
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['StartVirtualMachine']._serialized_options = b'\312A4\n\030wnodes.v1.VirtualMachine\022\030wnodes.v1.VirtualMachine'
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['RestartVirtualMachine']._loaded_options = None
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['RestartVirtualMachine']._serialized_options = b'\312A4\n\030wnodes.v1.VirtualMachine\022\030wnodes.v1.VirtualMachine'
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['SuspendVirtualMachine']._loaded_options = None
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['SuspendVirtualMachine']._serialized_options = b'\312A4\n\030wnodes.v1.VirtualMachine\022\030wnodes.v1.VirtualMachine'
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['ResumeVirtualMachine']._loaded_options = None
+  _globals['_VIRTUALMACHINESERVICE'].methods_by_name['ResumeVirtualMachine']._serialized_options = b'\312A4\n\030wnodes.v1.VirtualMachine\022\030wnodes.v1.VirtualMachine'
   _globals['_GETVIRTUALMACHINEREQUEST']._serialized_start=158
   _globals['_GETVIRTUALMACHINEREQUEST']._serialized_end=198
   _globals['_LISTVIRTUALMACHINESREQUEST']._serialized_start=200
   _globals['_LISTVIRTUALMACHINESREQUEST']._serialized_end=287
   _globals['_LISTVIRTUALMACHINESRESPONSE']._serialized_start=289
   _globals['_LISTVIRTUALMACHINESRESPONSE']._serialized_end=396
-  _globals['_CREATEVIRTUALMACHINEREQUEST']._serialized_start=398
-  _globals['_CREATEVIRTUALMACHINEREQUEST']._serialized_end=499
-  _globals['_UPDATEVIRTUALMACHINEREQUEST']._serialized_start=502
-  _globals['_UPDATEVIRTUALMACHINEREQUEST']._serialized_end=632
-  _globals['_DELETEVIRTUALMACHINEREQUEST']._serialized_start=634
-  _globals['_DELETEVIRTUALMACHINEREQUEST']._serialized_end=697
-  _globals['_EXECVIRTUALMACHINEREQUEST']._serialized_start=700
-  _globals['_EXECVIRTUALMACHINEREQUEST']._serialized_end=865
-  _globals['_EXECVIRTUALMACHINERESPONSE']._serialized_start=867
-  _globals['_EXECVIRTUALMACHINERESPONSE']._serialized_end=963
-  _globals['_VIRTUALMACHINESERVICE']._serialized_start=966
-  _globals['_VIRTUALMACHINESERVICE']._serialized_end=1671
+  _globals['_CREATEVIRTUALMACHINEREQUEST']._serialized_start=399
+  _globals['_CREATEVIRTUALMACHINEREQUEST']._serialized_end=544
+  _globals['_UPDATEVIRTUALMACHINEREQUEST']._serialized_start=547
+  _globals['_UPDATEVIRTUALMACHINEREQUEST']._serialized_end=677
+  _globals['_DELETEVIRTUALMACHINEREQUEST']._serialized_start=679
+  _globals['_DELETEVIRTUALMACHINEREQUEST']._serialized_end=742
+  _globals['_EXECVIRTUALMACHINEREQUEST']._serialized_start=745
+  _globals['_EXECVIRTUALMACHINEREQUEST']._serialized_end=910
+  _globals['_EXECVIRTUALMACHINERESPONSE']._serialized_start=912
+  _globals['_EXECVIRTUALMACHINERESPONSE']._serialized_end=1008
+  _globals['_STOPVIRTUALMACHINEREQUEST']._serialized_start=1010
+  _globals['_STOPVIRTUALMACHINEREQUEST']._serialized_end=1051
+  _globals['_STARTVIRTUALMACHINEREQUEST']._serialized_start=1053
+  _globals['_STARTVIRTUALMACHINEREQUEST']._serialized_end=1095
+  _globals['_RESTARTVIRTUALMACHINEREQUEST']._serialized_start=1097
+  _globals['_RESTARTVIRTUALMACHINEREQUEST']._serialized_end=1141
+  _globals['_SUSPENDVIRTUALMACHINEREQUEST']._serialized_start=1143
+  _globals['_SUSPENDVIRTUALMACHINEREQUEST']._serialized_end=1187
+  _globals['_RESUMEVIRTUALMACHINEREQUEST']._serialized_start=1189
+  _globals['_RESUMEVIRTUALMACHINEREQUEST']._serialized_end=1232
+  _globals['_SAVEVIRTUALMACHINEREQUEST']._serialized_start=1234
+  _globals['_SAVEVIRTUALMACHINEREQUEST']._serialized_end=1295
+  _globals['_VIRTUALMACHINESERVICE']._serialized_start=1298
+  _globals['_VIRTUALMACHINESERVICE']._serialized_end=2913
 # @@protoc_insertion_point(module_scope)

@@ -95,12 +95,27 @@ class CreateVirtualMachineRequest(_message.Message):
 
     VIRTUAL_MACHINE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SSH_PUBLIC_KEYS_FIELD_NUMBER: _builtins.int
+    USER_DATA_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (a UUID). A retried create with the same key never makes a second VM."""
+    user_data: _builtins.bytes
+    """Contextualisation payload (at most 64 KiB), stored in the guest at /run/wnodes/user-data at
+    every boot; a payload starting with "#!" is run once as root, on the first boot, with its
+    output in /var/log/wnodes-user-data.log. Same as VirtualMachine.user_data; give one or the
+    other (or the same bytes in both).
+    """
     @_builtins.property
     def virtual_machine(self) -> _virtual_machine_pb2.VirtualMachine:
         """What to create: image, vcpu_count, memory_mib and the optional fields. Output-only fields
         (name, state, hypervisor, ...) are ignored.
+        """
+
+    @_builtins.property
+    def ssh_public_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OpenSSH public keys ("ssh-ed25519 AAAA... comment", one per element) allowed to log in as
+        root and as the user wnodes (uid 1000). A VM with keys gets a network interface and an SSH
+        endpoint (VirtualMachine.ssh_endpoint); without keys it has no network at all.
         """
 
     def __init__(
@@ -108,10 +123,12 @@ class CreateVirtualMachineRequest(_message.Message):
         *,
         virtual_machine: _virtual_machine_pb2.VirtualMachine | None = ...,
         request_id: _builtins.str = ...,
+        ssh_public_keys: _abc.Iterable[_builtins.str] | None = ...,
+        user_data: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["virtual_machine", b"virtual_machine"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "virtual_machine", b"virtual_machine"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "ssh_public_keys", b"ssh_public_keys", "user_data", b"user_data", "virtual_machine", b"virtual_machine"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,3 +257,127 @@ class ExecVirtualMachineResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___ExecVirtualMachineResponse: _TypeAlias = ExecVirtualMachineResponse  # noqa: Y015
+
+@_typing.final
+class StopVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopVirtualMachineRequest: _TypeAlias = StopVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class StartVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartVirtualMachineRequest: _TypeAlias = StartVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class RestartVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestartVirtualMachineRequest: _TypeAlias = RestartVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class SuspendVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendVirtualMachineRequest: _TypeAlias = SuspendVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class ResumeVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeVirtualMachineRequest: _TypeAlias = ResumeVirtualMachineRequest  # noqa: Y015
+
+@_typing.final
+class SaveVirtualMachineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IMAGE_NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{id}"."""
+    image_name: _builtins.str
+    """The image to add a version to: "NAME" or "images/NAME" (1-63 characters of a-z, 0-9, . _ -)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        image_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_name", b"image_name", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveVirtualMachineRequest: _TypeAlias = SaveVirtualMachineRequest  # noqa: Y015

@@ -67,6 +67,36 @@ class VirtualMachineServiceStub:
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.FromString,
                 _registered_method=True)
+        self.SaveVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/SaveVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.StopVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/StopVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.StartVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/StartVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StartVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.RestartVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/RestartVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.RestartVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.SuspendVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/SuspendVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SuspendVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.ResumeVirtualMachine = channel.unary_unary(
+                '/wnodes.v1.VirtualMachineService/ResumeVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ResumeVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class VirtualMachineServiceServicer:
@@ -115,6 +145,71 @@ class VirtualMachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveVirtualMachine(self, request, context):
+        """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+        AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+        uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+        running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+        copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+        or an image of the caller's VO (then the version number grows); another VO's image is
+        PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopVirtualMachine(self, request, context):
+        """--- power actions (custom methods, AIP-136) ---
+        Stops a VM: the guest syncs its file systems, then its domain goes. The VM keeps its disk,
+        its hypervisor and the cores and memory it holds there (STOPPED). Allowed from ACTIVE and
+        SUSPENDED; stopping a STOPPED VM succeeds at once.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartVirtualMachine(self, request, context):
+        """Starts a STOPPED VM again on the same disk (STARTING, then ACTIVE once the guest is ready).
+        A SUSPENDED VM is resumed. Starting an ACTIVE VM succeeds at once.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartVirtualMachine(self, request, context):
+        """Restarts an ACTIVE VM: its domain is stopped and booted again on the same disk (STARTING,
+        then ACTIVE). Only for ACTIVE VMs.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendVirtualMachine(self, request, context):
+        """Suspends an ACTIVE VM: the hypervisor pauses it in memory (SUSPENDED). Suspending a SUSPENDED
+        VM succeeds at once; a STOPPED VM cannot be suspended.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeVirtualMachine(self, request, context):
+        """Resumes a SUSPENDED VM where it was paused (ACTIVE). Resuming an ACTIVE VM succeeds at once;
+        a STOPPED VM must be started instead.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VirtualMachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +242,36 @@ def add_VirtualMachineServiceServicer_to_server(servicer, server):
                     servicer.ExecVirtualMachine,
                     request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.SerializeToString,
+            ),
+            'SaveVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'StopVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'StartVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StartVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'RestartVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.RestartVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'SuspendVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SuspendVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'ResumeVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ResumeVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +437,168 @@ class VirtualMachineService:
             '/wnodes.v1.VirtualMachineService/ExecVirtualMachine',
             wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineRequest.SerializeToString,
             wnodes_dot_v1_dot_virtual__machine__service__pb2.ExecVirtualMachineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/SaveVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/StopVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/StartVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.StartVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/RestartVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.RestartVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/SuspendVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.SuspendVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.VirtualMachineService/ResumeVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.ResumeVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

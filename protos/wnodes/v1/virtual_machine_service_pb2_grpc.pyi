@@ -49,6 +49,47 @@ class VirtualMachineServiceStub:
     """Runs a command in the guest through its guest channel and streams its output and exit code.
     If the VM is still starting, the call waits for the guest's ready signal.
     """
+    SaveVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]
+    """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+    AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+    uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+    running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+    copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+    or an image of the caller's VO (then the version number grows); another VO's image is
+    PERMISSION_DENIED.
+    """
+    StopVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]
+    """--- power actions (custom methods, AIP-136) ---
+    Stops a VM: the guest syncs its file systems, then its domain goes. The VM keeps its disk,
+    its hypervisor and the cores and memory it holds there (STOPPED). Allowed from ACTIVE and
+    SUSPENDED; stopping a STOPPED VM succeeds at once.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    StartVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StartVirtualMachineRequest, _operations_pb2.Operation]
+    """Starts a STOPPED VM again on the same disk (STARTING, then ACTIVE once the guest is ready).
+    A SUSPENDED VM is resumed. Starting an ACTIVE VM succeeds at once.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    RestartVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.RestartVirtualMachineRequest, _operations_pb2.Operation]
+    """Restarts an ACTIVE VM: its domain is stopped and booted again on the same disk (STARTING,
+    then ACTIVE). Only for ACTIVE VMs.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    SuspendVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SuspendVirtualMachineRequest, _operations_pb2.Operation]
+    """Suspends an ACTIVE VM: the hypervisor pauses it in memory (SUSPENDED). Suspending a SUSPENDED
+    VM succeeds at once; a STOPPED VM cannot be suspended.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    ResumeVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ResumeVirtualMachineRequest, _operations_pb2.Operation]
+    """Resumes a SUSPENDED VM where it was paused (ACTIVE). Resuming an ACTIVE VM succeeds at once;
+    a STOPPED VM must be started instead.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class VirtualMachineServiceAsyncStub(VirtualMachineServiceStub):
@@ -68,6 +109,47 @@ class VirtualMachineServiceAsyncStub(VirtualMachineServiceStub):
     ExecVirtualMachine: _aio.UnaryStreamMultiCallable[_virtual_machine_service_pb2.ExecVirtualMachineRequest, _virtual_machine_service_pb2.ExecVirtualMachineResponse]  # type: ignore[assignment]
     """Runs a command in the guest through its guest channel and streams its output and exit code.
     If the VM is still starting, the call waits for the guest's ready signal.
+    """
+    SaveVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+    AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+    uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+    running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+    copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+    or an image of the caller's VO (then the version number grows); another VO's image is
+    PERMISSION_DENIED.
+    """
+    StopVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """--- power actions (custom methods, AIP-136) ---
+    Stops a VM: the guest syncs its file systems, then its domain goes. The VM keeps its disk,
+    its hypervisor and the cores and memory it holds there (STOPPED). Allowed from ACTIVE and
+    SUSPENDED; stopping a STOPPED VM succeeds at once.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    StartVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StartVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Starts a STOPPED VM again on the same disk (STARTING, then ACTIVE once the guest is ready).
+    A SUSPENDED VM is resumed. Starting an ACTIVE VM succeeds at once.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    RestartVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.RestartVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Restarts an ACTIVE VM: its domain is stopped and booted again on the same disk (STARTING,
+    then ACTIVE). Only for ACTIVE VMs.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    SuspendVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SuspendVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Suspends an ACTIVE VM: the hypervisor pauses it in memory (SUSPENDED). Suspending a SUSPENDED
+    VM succeeds at once; a STOPPED VM cannot be suspended.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+    """
+    ResumeVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ResumeVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Resumes a SUSPENDED VM where it was paused (ACTIVE). Resuming an ACTIVE VM succeeds at once;
+    a STOPPED VM must be started instead.
+    The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+    allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
     """
 
 class VirtualMachineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -121,6 +203,83 @@ class VirtualMachineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_virtual_machine_service_pb2.ExecVirtualMachineResponse], _abc.AsyncIterator[_virtual_machine_service_pb2.ExecVirtualMachineResponse]]:
         """Runs a command in the guest through its guest channel and streams its output and exit code.
         If the VM is still starting, the call waits for the guest's ready signal.
+        """
+
+    @_abc_1.abstractmethod
+    def SaveVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.SaveVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Saves a VM's disk as a new version of an image of the caller's VO (custom method,
+        AIP-136): the disk is flattened (the VM's own changes with everything under them) and
+        uploaded with the same kernel, initrd and boot parameters as the version the VM booted. A
+        running VM is synced and paused for the copy, then goes on; a STOPPED or SUSPENDED one is
+        copied as it is. The operation's response is the new ImageVersion. image_name may be new,
+        or an image of the caller's VO (then the version number grows); another VO's image is
+        PERMISSION_DENIED.
+        """
+
+    @_abc_1.abstractmethod
+    def StopVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.StopVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """--- power actions (custom methods, AIP-136) ---
+        Stops a VM: the guest syncs its file systems, then its domain goes. The VM keeps its disk,
+        its hypervisor and the cores and memory it holds there (STOPPED). Allowed from ACTIVE and
+        SUSPENDED; stopping a STOPPED VM succeeds at once.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def StartVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.StartVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Starts a STOPPED VM again on the same disk (STARTING, then ACTIVE once the guest is ready).
+        A SUSPENDED VM is resumed. Starting an ACTIVE VM succeeds at once.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RestartVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.RestartVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Restarts an ACTIVE VM: its domain is stopped and booted again on the same disk (STARTING,
+        then ACTIVE). Only for ACTIVE VMs.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def SuspendVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.SuspendVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Suspends an ACTIVE VM: the hypervisor pauses it in memory (SUSPENDED). Suspending a SUSPENDED
+        VM succeeds at once; a STOPPED VM cannot be suspended.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.ResumeVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Resumes a SUSPENDED VM where it was paused (ACTIVE). Resuming an ACTIVE VM succeeds at once;
+        a STOPPED VM must be started instead.
+        The operation's metadata and response are the VirtualMachine. An action the VM's state does not
+        allow, or one asked while another is in progress, fails with FAILED_PRECONDITION.
         """
 
 def add_VirtualMachineServiceServicer_to_server(servicer: VirtualMachineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,6 +6,12 @@ channel. The post-conditions in the docstrings are part of the contract and are 
 
 - ``define_and_start`` either leaves a running domain or nothing at all;
 - ``destroy`` is idempotent: destroying a domain that does not exist is not an error;
+- ``stop`` ends and undefines the domain but keeps the VM's disk and files, so that
+  ``define_and_start`` of the same spec boots the same disk again; it is idempotent too;
+- ``suspend`` pauses a domain in memory and ``resume`` continues it; each is a no-op on a domain
+  already in that state and raises DomainNotFound for a missing one;
+- ``export_disk`` writes a flat copy of a VM's disk and leaves the domain as it found it
+  (running, paused or absent); on failure it leaves no copy;
 - ``list`` shows only the domains this driver owns (its name prefix), so an agent never touches
   a domain that is not WNoDeS's.
 
@@ -49,6 +55,25 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    """A TCP port of the host forwarded to a port of the guest."""
+
+    host_port: int
+    guest_port: int
+    host_address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class UserNetworkSpec:
+    """A virtio NIC on QEMU's user-mode network (slirp): the guest is 10.0.2.15/24 behind the
+    gateway 10.0.2.2 and reaches nothing else (restrict=on); only the forwards reach the guest.
+    Needs no bridge, no tap and no privileges: interactive access on any host."""
+
+    mac_address: str
+    forwards: tuple[PortForward, ...] = ()
+
+
+@dataclass(frozen=True)
 class VolumeSpec:
     """A block device attached besides the root disk."""
 
@@ -74,12 +99,15 @@ class DomainSpec:
     cmdline: str = ""
     networks: tuple[NetworkSpec, ...] = ()
     volumes: tuple[VolumeSpec, ...] = ()
+    user_network: UserNetworkSpec | None = None
 
 
 @dataclass(frozen=True)
 class DomainInfo:
     vm_id: str
     running: bool
+    # Suspended in memory (``running`` is then False).
+    paused: bool = False
     # Driver-specific detail ("running", "shutoff", "crashed", ...), for logs and errors.
     detail: str = ""
 
@@ -110,6 +138,10 @@ class Exit:
 ExecEvent = Stdout | Stderr | Exit
 
 _EXEC_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+# First line of the agent's contextualisation script (services/hypervisor/ssh_access.py), which
+# carries ``keys_b64='...'`` and ``user_data_b64='...'`` lines: a fake guest recognises it.
+CONTEXTUALISE_HEADER = "# wnodes: contextualise"
 
 
 def new_exec_key() -> str:
@@ -177,7 +209,31 @@ class HypervisorDriver(Protocol):
         ...
 
     async def destroy(self, vm_id: str) -> None:
-        """Stops the domain at once and undefines it. A missing domain is not an error."""
+        """Stops the domain at once and undefines it, and removes the files the driver keeps
+        for it. A missing domain is not an error."""
+        ...
+
+    async def stop(self, vm_id: str) -> None:
+        """Stops the domain at once and undefines it, keeping the VM's disk and files (a later
+        define_and_start boots the same disk). The caller syncs the guest first if it cares
+        about what the guest has not written yet. A missing domain is not an error."""
+        ...
+
+    async def suspend(self, vm_id: str) -> None:
+        """Pauses the domain in memory: its vCPUs stop, its memory and devices stay. A paused
+        domain stays paused; a missing one raises DomainNotFound."""
+        ...
+
+    async def resume(self, vm_id: str) -> None:
+        """Continues a paused domain where it stopped. A running domain stays running; a
+        missing one raises DomainNotFound."""
+        ...
+
+    async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
+        """Writes to out a flat, self-contained qcow2 copy of the VM's disk (the overlay with
+        everything under it), consistent: a running domain is paused for the copy and goes on
+        afterwards; a paused or stopped one is copied as it is. What the guest holds only in its
+        own memory is not in the copy (sync the guest first). On failure out does not exist."""
         ...
 
     async def list(self) -> list[DomainInfo]:

@@ -3,18 +3,25 @@
 Domains are entries in a dict. Its guest channel answers like a real guest agent, running a
 tiny, safe command language (``echo``, ``exit N``, ``sleep S``, ``uname -r``, ``hostname``,
 ``cat /etc/os-release``, joined with ``;`` or newlines) instead of executing anything on the host.
+It also accepts the agent's contextualisation script (it records the keys and user data it
+carries in ``contexts``, as a real guest would write them to authorized_keys).
 Failure injection: ``fail_on`` names vm ids whose start fails; ``start_delay`` simulates a boot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.hypervisor.drivers.base import (
+    CONTEXTUALISE_HEADER,
     DomainInfo,
+    DomainNotFound,
     DomainSpec,
     DriverError,
     ExecEvent,
@@ -30,6 +37,15 @@ from services.hypervisor.drivers.base import (
 )
 
 FAKE_KERNEL = "6.1.0-fake"
+_B64_ASSIGNMENT = re.compile(r"^(keys_b64|user_data_b64)='([A-Za-z0-9+/=]*)'$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class GuestContext:
+    """What the agent's contextualisation script handed a fake guest."""
+
+    ssh_public_keys: list[str]
+    user_data: bytes
 
 
 @dataclass
@@ -118,6 +134,11 @@ class FakeGuestChannel:
             self._driver.tasks.discard(asyncio.current_task())
 
     async def _interpret(self, command: str, execution: _FakeExecution) -> int:
+        if command.startswith(CONTEXTUALISE_HEADER):
+            values = {name: base64.b64decode(value) for name, value in _B64_ASSIGNMENT.findall(command)}
+            keys = values.get("keys_b64", b"").decode().splitlines()
+            self._driver.contexts[self._vm_id] = GuestContext(keys, values.get("user_data_b64", b""))
+            return 0
         code = 0
         for statement in command.replace("\n", ";").split(";"):
             words = shlex.split(statement)
@@ -139,7 +160,7 @@ class FakeGuestChannel:
                     await asyncio.sleep(float(seconds))
                 case ["exit", status]:
                     return int(status)
-                case ["true"]:
+                case ["true"] | ["sync"]:
                     code = 0
                 case ["false"]:
                     code = 1
@@ -161,10 +182,13 @@ class FakeDriver:
         self._start_delay = start_delay
         self._fail_on = fail_on
         self.domains: dict[str, DomainSpec] = {}
+        self.paused: set[str] = set()
         self._channels: dict[str, FakeGuestChannel] = {}
         # vm id -> execution key -> what the "guest" logged; lives and dies with the domain
         self.executions: dict[str, dict[str, _FakeExecution]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # vm id -> the last contextualisation its guest received
+        self.contexts: dict[str, GuestContext] = {}
 
     async def host_resources(self) -> HostResources:
         return self._resources
@@ -179,12 +203,36 @@ class FakeDriver:
         self.domains[spec.vm_id] = spec
 
     async def destroy(self, vm_id: str) -> None:
+        await self.stop(vm_id)
+
+    async def stop(self, vm_id: str) -> None:
+        # The fake keeps no disk: stopping and destroying are the same to it.
         self.domains.pop(vm_id, None)
+        self.paused.discard(vm_id)
         self._channels.pop(vm_id, None)
         self.executions.pop(vm_id, None)
 
+    async def suspend(self, vm_id: str) -> None:
+        if vm_id not in self.domains:
+            raise DomainNotFound(f"no domain for {vm_id}")
+        self.paused.add(vm_id)
+
+    async def resume(self, vm_id: str) -> None:
+        if vm_id not in self.domains:
+            raise DomainNotFound(f"no domain for {vm_id}")
+        self.paused.discard(vm_id)
+
+    async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
+        # No disk behind a fake VM: the copy is a placeholder that says where it came from.
+        if vm_id in self._fail_on:
+            raise DriverError(f"injected failure exporting the disk of {vm_id}")
+        out.write_bytes(f"WNoDeS fake disk exported from {vm_id}\n".encode())
+
     async def list(self) -> list[DomainInfo]:
-        return [DomainInfo(vm_id=v, running=True, detail="running") for v in self.domains]
+        return [
+            DomainInfo(vm_id=v, running=v not in self.paused, paused=v in self.paused, detail="paused" if v in self.paused else "running")
+            for v in self.domains
+        ]
 
     def guest(self, vm_id: str) -> FakeGuestChannel:
         spec = self.domains.get(vm_id)

@@ -186,3 +186,26 @@ def test_golden() -> None:
 
     # Assert
     assert text == GOLDEN.read_text(), "XML changed: review it, then WNODES_UPDATE_GOLDEN=1 to rewrite"
+
+
+def test_user_network_goes_to_qemu_with_a_loopback_forward_and_no_outside_access() -> None:
+    # Prepare
+    from services.hypervisor.drivers.base import PortForward, UserNetworkSpec
+    from services.hypervisor.drivers.libvirt.domain_xml import QEMU_NAMESPACE
+
+    spec = replace(SPEC, user_network=UserNetworkSpec("52:54:00:12:34:56", (PortForward(22007, 22),)))
+
+    # Execute
+    root = render(spec)
+
+    # Assert
+    args = [a.get("value") for a in root.findall(f"{{{QEMU_NAMESPACE}}}commandline/{{{QEMU_NAMESPACE}}}arg")]
+    assert args[0] == "-netdev" and args[2] == "-device"
+    assert args[1] == "user,id=wnodes-user0,restrict=on,hostfwd=tcp:127.0.0.1:22007-:22"
+    assert args[3] == "virtio-net-pci,netdev=wnodes-user0,mac=52:54:00:12:34:56,bus=pci.0,addr=0x1f"
+    assert root.findall("devices/interface") == [], "no libvirt network: never its default NAT"
+
+
+def test_no_user_network_no_qemu_passthrough() -> None:
+    text = domain_xml(SPEC, name="n", options=DomainXmlOptions("qemu"), channels=ChannelPaths.in_dir(RUN), console_log=None)
+    assert "qemu:commandline" not in text and "xmlns:qemu" not in text

@@ -43,3 +43,28 @@ def test_request_id() -> None:
     validation.check_request_id("4f1c-aa:b.c_d")
     with pytest.raises(InvalidArgument):
         validation.check_request_id("has space")
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@example"
+
+
+def test_ssh_keys_are_kept_as_single_lines() -> None:
+    assert validation.check_ssh_public_keys([f"  {ED25519}\n"]) == [ED25519]
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("", "one line"),
+        (ED25519 + "\nssh-ed25519 AAAA injected", "one line"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----", "not the private one"),
+        ('command="rm -rf /" ' + ED25519, "known key type"),
+        ("ssh-rsa " + ED25519.split()[1], "not a ssh-rsa public key"),
+        ("ssh-ed25519 not-base64!", "not a ssh-ed25519 public key"),
+    ],
+)
+def test_bad_ssh_keys_say_what_is_wrong(key: str, says: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validation.check_ssh_public_keys([key])
+    assert says in info.value.message and "ssh_public_keys[0]" in info.value.message
+    assert info.value.reason == "INVALID_SSH_KEY"

@@ -58,6 +58,36 @@ class RegistryServiceStub:
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
                 _registered_method=True)
+        self.SaveVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/SaveVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.StopVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/StopVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.StartVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/StartVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StartVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.RestartVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/RestartVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.RestartVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.SuspendVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/SuspendVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SuspendVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.ResumeVirtualMachine = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ResumeVirtualMachine',
+                request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ResumeVirtualMachineRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
         self.ListVirtualMachines = channel.unary_unary(
                 '/wnodes.nameserver.v1.RegistryService/ListVirtualMachines',
                 request_serializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ListVirtualMachinesRequest.SerializeToString,
@@ -112,6 +142,42 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendVirtualMachine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeVirtualMachine(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,6 +242,36 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.UpdateVirtualMachine,
                     request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.SerializeToString,
+            ),
+            'SaveVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'StopVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'StartVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.StartVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'RestartVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.RestartVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'SuspendVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.SuspendVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'ResumeVirtualMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeVirtualMachine,
+                    request_deserializer=wnodes_dot_v1_dot_virtual__machine__service__pb2.ResumeVirtualMachineRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'ListVirtualMachines': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVirtualMachines,
@@ -316,6 +412,168 @@ class RegistryService:
             '/wnodes.nameserver.v1.RegistryService/UpdateVirtualMachine',
             wnodes_dot_v1_dot_virtual__machine__service__pb2.UpdateVirtualMachineRequest.SerializeToString,
             wnodes_dot_v1_dot_virtual__machine__pb2.VirtualMachine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/SaveVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.SaveVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/StopVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.StopVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/StartVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.StartVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/RestartVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.RestartVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/SuspendVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.SuspendVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeVirtualMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ResumeVirtualMachine',
+            wnodes_dot_v1_dot_virtual__machine__service__pb2.ResumeVirtualMachineRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

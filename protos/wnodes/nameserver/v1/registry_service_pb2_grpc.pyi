@@ -42,6 +42,12 @@ class RegistryServiceStub:
     DeleteVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]
     GetVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.GetVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
     UpdateVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]
+    SaveVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]
+    StopVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]
+    StartVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StartVirtualMachineRequest, _operations_pb2.Operation]
+    RestartVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.RestartVirtualMachineRequest, _operations_pb2.Operation]
+    SuspendVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SuspendVirtualMachineRequest, _operations_pb2.Operation]
+    ResumeVirtualMachine: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ResumeVirtualMachineRequest, _operations_pb2.Operation]
     ListVirtualMachines: _grpc.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ListVirtualMachinesRequest, _virtual_machine_service_pb2.ListVirtualMachinesResponse]
     GetHypervisor: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.GetHypervisorRequest, _hypervisor_pb2.Hypervisor]
     ListHypervisors: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListHypervisorsRequest, _hypervisor_service_pb2.ListHypervisorsResponse]
@@ -57,6 +63,12 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     DeleteVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.DeleteVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     GetVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.GetVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
     UpdateVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.UpdateVirtualMachineRequest, _virtual_machine_pb2.VirtualMachine]  # type: ignore[assignment]
+    SaveVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SaveVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    StopVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StopVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    StartVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.StartVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    RestartVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.RestartVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    SuspendVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.SuspendVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    ResumeVirtualMachine: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ResumeVirtualMachineRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     ListVirtualMachines: _aio.UnaryUnaryMultiCallable[_virtual_machine_service_pb2.ListVirtualMachinesRequest, _virtual_machine_service_pb2.ListVirtualMachinesResponse]  # type: ignore[assignment]
     GetHypervisor: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.GetHypervisorRequest, _hypervisor_pb2.Hypervisor]  # type: ignore[assignment]
     ListHypervisors: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListHypervisorsRequest, _hypervisor_service_pb2.ListHypervisorsResponse]  # type: ignore[assignment]
@@ -93,6 +105,48 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _virtual_machine_service_pb2.UpdateVirtualMachineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_virtual_machine_pb2.VirtualMachine, _abc.Awaitable[_virtual_machine_pb2.VirtualMachine]]: ...
+
+    @_abc_1.abstractmethod
+    def SaveVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.SaveVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def StopVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.StopVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def StartVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.StartVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def RestartVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.RestartVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def SuspendVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.SuspendVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeVirtualMachine(
+        self,
+        request: _virtual_machine_service_pb2.ResumeVirtualMachineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
 
     @_abc_1.abstractmethod
     def ListVirtualMachines(

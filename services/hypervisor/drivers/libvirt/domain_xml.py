@@ -15,6 +15,10 @@ The shape, and why:
   are unix sockets libvirt/QEMU listen on, for the host end to connect to.
 - No network interface unless ``spec.networks`` asks for one, and then always a named bridge:
   libvirt's ``default`` NAT network is never used. No USB, no balloon, no graphics.
+- ``spec.user_network`` (interactive access) is a virtio NIC on QEMU's user-mode network with
+  host forwards, passed to QEMU through ``<qemu:commandline>``: libvirt 9.0 cannot express
+  ``hostfwd`` for ``type='user'`` with slirp (only with passt, not installed here), and
+  ``restrict=on`` keeps the guest from reaching anything but its forwards.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.hypervisor.drivers.base import DomainSpec, NetworkSpec, VolumeSpec
+from services.hypervisor.drivers.base import DomainSpec, NetworkSpec, UserNetworkSpec, VolumeSpec
 
 METADATA_NAMESPACE = "https://wnodes.infn.it/xmlns/libvirt-domain/1"
+QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
+USER_NETDEV_ID = "wnodes-user0"
+# libvirt does not know about a device passed through <qemu:commandline>, and QEMU may create it
+# before libvirt's own devices take their slots (from 0x2 up): it gets the bus's last slot, which
+# libvirt would use only for its 30th device.
+USER_NIC_PCI_SLOT = "0x1f"
 
 CONTROL_CHANNEL = "org.wnodes.control"
 STDOUT_CHANNEL = "org.wnodes.stdout"
@@ -147,8 +157,11 @@ def domain_xml(
     if options.dac_label is not None:
         seclabel = ET.SubElement(domain, "seclabel", type="static", model="dac", relabel="no")
         _text(seclabel, "label", options.dac_label)
+    if spec.user_network is not None:
+        _user_network(domain, spec.user_network)
 
     ET.register_namespace("wnodes", METADATA_NAMESPACE)
+    ET.register_namespace("qemu", QEMU_NAMESPACE)
     ET.indent(domain)
     return ET.tostring(domain, encoding="unicode") + "\n"
 
@@ -186,3 +199,20 @@ def _interface(devices: ET.Element, network: NetworkSpec) -> None:
         bandwidth = ET.SubElement(interface, "bandwidth")
         ET.SubElement(bandwidth, "inbound", average=kbytes_per_s)
         ET.SubElement(bandwidth, "outbound", average=kbytes_per_s)
+
+
+def user_network_args(net: UserNetworkSpec) -> list[str]:
+    """QEMU arguments of a user-mode NIC with its host forwards."""
+    netdev = f"user,id={USER_NETDEV_ID},restrict=on"
+    for fwd in net.forwards:
+        if not (0 < fwd.host_port < 65536 and 0 < fwd.guest_port < 65536):
+            raise ValueError(f"port forward {fwd.host_port}->{fwd.guest_port}: ports are 1-65535")
+        netdev += f",hostfwd=tcp:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}"
+    nic = f"virtio-net-pci,netdev={USER_NETDEV_ID},mac={net.mac_address},bus=pci.0,addr={USER_NIC_PCI_SLOT}"
+    return ["-netdev", netdev, "-device", nic]
+
+
+def _user_network(domain: ET.Element, net: UserNetworkSpec) -> None:
+    commandline = ET.SubElement(domain, f"{{{QEMU_NAMESPACE}}}commandline")
+    for arg in user_network_args(net):
+        ET.SubElement(commandline, f"{{{QEMU_NAMESPACE}}}arg", value=arg)

@@ -34,6 +34,7 @@ from services.hypervisor.drivers.base import (
 from services.hypervisor.drivers.kvm import TCG_KERNEL_ARGS, detect_host_virtualization
 from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths, DomainXmlOptions, domain_xml
 from services.hypervisor.drivers.libvirt.guest_channel import VirtioSerialChannel
+from services.hypervisor.drivers.qemu_img import flatten
 
 LOG = logging.getLogger(__name__)
 _TRACER = trace.get_tracer(__name__)
@@ -183,6 +184,12 @@ class LibvirtDriver:
             self._starting.discard(spec.vm_id)
 
     async def destroy(self, vm_id: str) -> None:
+        await self._end(vm_id, remove_files=True)
+
+    async def stop(self, vm_id: str) -> None:
+        await self._end(vm_id, remove_files=False)
+
+    async def _end(self, vm_id: str, *, remove_files: bool) -> None:
         self._check_vm_id(vm_id)
         name = self._domain_name(vm_id)
         channel = self._guests.pop(vm_id, None)
@@ -204,11 +211,76 @@ class LibvirtDriver:
                 except libvirt.libvirtError as exc:
                     if not _is_no_domain(exc):
                         raise DriverError(f"undefining domain {name} failed: {exc}") from exc
-                LOG.info("destroyed domain %s", name)
-            shutil.rmtree(self._run_dir / vm_id, ignore_errors=True)
+                LOG.info("%s domain %s", "destroyed" if remove_files else "stopped", name)
+            if remove_files:
+                shutil.rmtree(self._run_dir / vm_id, ignore_errors=True)
 
-        with _TRACER.start_as_current_span("libvirt.destroy_domain", attributes={"wnodes.vm_id": vm_id}):
+        span = "libvirt.destroy_domain" if remove_files else "libvirt.stop_domain"
+        with _TRACER.start_as_current_span(span, attributes={"wnodes.vm_id": vm_id}):
             await asyncio.to_thread(call)
+
+    async def suspend(self, vm_id: str) -> None:
+        await self._pause_or_continue(vm_id, pause=True)
+
+    async def resume(self, vm_id: str) -> None:
+        await self._pause_or_continue(vm_id, pause=False)
+
+    async def _pause_or_continue(self, vm_id: str, *, pause: bool) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+
+        def call() -> None:
+            domain = self._lookup(self._connection(), name)
+            if domain is None:
+                raise DomainNotFound(f"no domain {name}")
+            try:
+                state, _reason = domain.state()
+                if pause and state != libvirt.VIR_DOMAIN_PAUSED:
+                    # QEMU drains and flushes its block layer when it pauses: the disk files are
+                    # consistent while the domain is paused.
+                    domain.suspend()
+                elif not pause and state == libvirt.VIR_DOMAIN_PAUSED:
+                    domain.resume()
+            except libvirt.libvirtError as exc:
+                if _is_no_domain(exc):
+                    raise DomainNotFound(f"no domain {name}") from exc
+                raise DriverError(f"{'suspending' if pause else 'resuming'} domain {name} failed: {exc}") from exc
+            LOG.info("%s domain %s", "suspended" if pause else "resumed", name)
+
+        with _TRACER.start_as_current_span("libvirt.suspend_domain" if pause else "libvirt.resume_domain", attributes={"wnodes.vm_id": vm_id}):
+            await asyncio.to_thread(call)
+
+    async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+
+        def pause_if_running() -> bool:
+            domain = self._lookup(self._connection(), name)
+            if domain is None or domain.state()[0] not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+                return False
+            # QEMU drains and flushes its block layer when it pauses: the files are consistent.
+            domain.suspend()
+            return True
+
+        def resume() -> None:
+            domain = self._lookup(self._connection(), name)
+            if domain is not None:
+                domain.resume()
+
+        with _TRACER.start_as_current_span("libvirt.export_disk", attributes={"wnodes.vm_id": vm_id}):
+            try:
+                paused = await asyncio.to_thread(pause_if_running)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"pausing domain {name} for the copy failed: {exc}") from exc
+            try:
+                await flatten(disk, out, compress=compress)
+            finally:
+                if paused:
+                    try:
+                        await asyncio.to_thread(resume)
+                    except libvirt.libvirtError as exc:
+                        raise DriverError(f"resuming domain {name} after the copy failed: {exc}") from exc
+            LOG.info("exported the disk of %s (%d bytes%s)", name, out.stat().st_size, ", compressed" if compress else "")
 
     async def list(self) -> list[DomainInfo]:
         def call() -> list[DomainInfo]:
@@ -323,6 +395,7 @@ class LibvirtDriver:
         return DomainInfo(
             vm_id=vm_id,
             running=state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED),
+            paused=state == libvirt.VIR_DOMAIN_PAUSED,
             detail=_STATES.get(state, f"state {state}"),
         )
 
