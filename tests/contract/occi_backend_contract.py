@@ -6,6 +6,8 @@ are skipped with that reason, never passed silently."""
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -25,6 +27,13 @@ async def offered(call: Awaitable[T]) -> T:
         return await call
     except Unimplemented as exc:
         pytest.skip(f"not offered by this backend yet: {exc.message}")
+
+
+async def until_active(backend: CloudBackend, compute_id: str, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await backend.get_compute(ALICE, compute_id)).state != "active":
+        assert asyncio.get_running_loop().time() < deadline, "the compute never became active"
+        await asyncio.sleep(0.2)
 
 
 class CloudBackendContract:
@@ -64,6 +73,7 @@ class CloudBackendContract:
     async def test_compute_actions(self, backend: CloudBackend) -> None:
         c = await backend.create_compute(ALICE, ComputeSpec(self.image, 1, 256))
         try:
+            await until_active(backend, c.id)  # a real VM boots first; stopping a boot is a conflict
             stopped = await offered(backend.compute_action(ALICE, c.id, "stop"))
             assert stopped.state in ("inactive", "active")
             with pytest.raises(NotFound):
