@@ -89,13 +89,17 @@ async def test_compute_boots_takes_the_ssh_key_stops_starts_and_is_deleted(vm_st
         endpoint = attrs["it.infn.wnodes.compute.ssh.endpoint"]
         host, _, port = endpoint.rpartition(":")
         ssh = ["ssh", "-i", str(key), "-p", port, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{SSH_USER}@{host}", "nproc"]
-        deadline = time.monotonic() + 180
-        while True:  # sshd may come up a moment after the guest says it is ready
-            result = subprocess.run(ssh, capture_output=True, text=True, timeout=60)
-            if result.returncode == 0 or time.monotonic() > deadline:
-                break
-            await _pause()
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{SSH_USER}@{host}"]
+
+        async def over_ssh(command: str) -> subprocess.CompletedProcess[str]:
+            deadline = time.monotonic() + 180
+            while True:  # sshd may come up a moment after the guest says it is ready
+                result = subprocess.run([*ssh, command], capture_output=True, text=True, timeout=60)
+                if result.returncode == 0 or time.monotonic() > deadline:
+                    return result
+                await _pause()
+
+        result = await over_ssh("nproc; echo kept > ~/kept")
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "1"
         for term, expected in (("stop", "inactive"), ("start", "active")):
@@ -103,6 +107,8 @@ async def test_compute_boots_takes_the_ssh_key_stops_starts_and_is_deleted(vm_st
                                  data=plain(f'Category: {term}; scheme="{ACTION}"; class="action"')) as r:
                 assert r.status == 200, await r.text()
             await _wait_state(http, path, headers, expected)
+        result = await over_ssh("cat ~/kept")  # the same disk after stop and start
+        assert (result.returncode, result.stdout.strip()) == (0, "kept"), result.stderr
         async with http.delete(path, headers=headers) as r:
             assert r.status in (200, 204)
         async with http.get(path, headers=headers) as r:
