@@ -7,7 +7,6 @@ are skipped with that reason, never passed silently."""
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Awaitable
 from typing import TypeVar
 
