@@ -1,7 +1,7 @@
 """`make bench`: every figure of the project in one table, each next to a baseline measured in
 the same run, with the ratio. Also written as JSON (bench/results/bench.json).
 
-    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement]
+    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import batch, placement, time_to_job
+from bench import batch, occi, placement, time_to_job
 from deploy.stack.stack import DEFAULT_IMAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,6 +43,15 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      f"{b['bare_vm_boot_s']:.2f} s", f"{b['lrms_overhead_s'] / b['bare_vm_boot_s']:.2f}"))
         rows.append(("jobs per minute through one node, 10 queued, in VMs", f"{b['vm_jobs_per_minute']:.0f}", "bare-metal",
                      f"{b['bare_jobs_per_minute']:.0f}", f"{b['vm_jobs_per_minute'] / b['bare_jobs_per_minute']:.2f}"))
+    if "occi" in results:
+        o = results["occi"]
+        s = o["ssh_ready"]
+        rows.append(("debian12: OCCI POST /compute/ -> SSH ready (p50)", f"{s['occi_p50_s']:.2f} s", "gRPC CreateVirtualMachine -> SSH ready",
+                     f"{s['grpc_p50_s']:.2f} s", f"{s['occi_p50_s'] / s['grpc_p50_s']:.2f}"))
+        c = o["collection"]
+        for accept in occi.RENDERINGS:
+            rows.append((f"OCCI GET /compute/ ({c['entities']} entities), {accept}", f"{c[accept]['per_s']:.1f}/s",
+                         "gRPC ListVirtualMachines (all pages)", f"{c['grpc_list_per_s']:.1f}/s", f"{c[accept]['per_s'] / c['grpc_list_per_s']:.2f}"))
     if "placement" in results:
         p = results["placement"]
         rows.append((f"placements/s through the gateway ({p['hosts']} hosts, 3 replicas)", f"{p['creates_per_s']:.0f}/s",
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="VM boots per method for time to job")
     ap.add_argument("--creates", type=int, default=2000, help="creates for the placement benchmark")
     ap.add_argument("--hosts", type=int, default=100)
-    ap.add_argument("--only", choices=["time_to_job", "placement", "batch"])
+    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi"])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = ap.parse_args(argv)
     console = Console(width=150)
@@ -77,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "batch"):
             console.print("[bold]batch[/bold]: sbatch to first output line, bare-metal and in VMs; jobs per minute")
             results["batch"] = batch.run(work, args.images, max(3, args.runs // 2))
+        if args.only in (None, "occi"):
+            console.print("[bold]occi[/bold]: POST /compute/ to SSH-ready next to gRPC; GET of a 1,000-entity collection per rendering")
+            results["occi"] = occi.run(work, args.images, max(3, args.runs // 3))
         if args.only in (None, "placement"):
             console.print(f"[bold]placement[/bold]: {args.creates} creates over {args.hosts} simulated hosts")
             results["placement"] = placement.run(work, args.hosts, args.creates)
