@@ -28,6 +28,9 @@ from wnodes.v1 import (
     virtual_machine_pb2,
     virtual_machine_service_pb2,
     virtual_machine_service_pb2_grpc,
+    volume_pb2,
+    volume_service_pb2,
+    volume_service_pb2_grpc,
 )
 
 DEFAULT_TARGET = "127.0.0.1:8443"
@@ -72,6 +75,7 @@ class Client:
         self._images = image_service_pb2_grpc.ImageServiceStub(self._channel)
         self._hosts = hypervisor_service_pb2_grpc.HypervisorServiceStub(self._channel)
         self._ops = operations_pb2_grpc.OperationsStub(self._channel)
+        self._volumes = volume_service_pb2_grpc.VolumeServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -273,6 +277,53 @@ class Client:
             if vm_name and not keep:
                 self.delete_vm(vm_name).result(timeout=120)
 
+    # --- volumes --------------------------------------------------------------------------
+
+    def create_volume(self, size_gib: float, title: str = "", request_id: str | None = None) -> volume_pb2.Volume:
+        """A new, detached volume (its data is made on the host of the first VM it joins)."""
+        request = volume_service_pb2.CreateVolumeRequest(
+            volume=volume_pb2.Volume(title=title, size_gib=size_gib), request_id=request_id or uuid.uuid4().hex
+        )
+        volume: volume_pb2.Volume = self._call(self._volumes.CreateVolume, request)
+        return volume
+
+    def get_volume(self, name: str) -> volume_pb2.Volume:
+        volume: volume_pb2.Volume = self._call(self._volumes.GetVolume, volume_service_pb2.GetVolumeRequest(name=_volume_name(name)))
+        return volume
+
+    def list_volumes(self, page_size: int = 200) -> Iterator[volume_pb2.Volume]:
+        token = ""
+        while True:
+            page = self._call(self._volumes.ListVolumes, volume_service_pb2.ListVolumesRequest(page_size=page_size, page_token=token))
+            yield from page.volumes
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_volume(self, name: str) -> None:
+        """Deletes a detached volume; its data is freed on its host."""
+        self._call(self._volumes.DeleteVolume, volume_service_pb2.DeleteVolumeRequest(name=_volume_name(name)))
+
+    def online_volume(self, name: str) -> volume_pb2.Volume:
+        volume: volume_pb2.Volume = self._call(self._volumes.OnlineVolume, volume_service_pb2.OnlineVolumeRequest(name=_volume_name(name)))
+        return volume
+
+    def offline_volume(self, name: str) -> volume_pb2.Volume:
+        volume: volume_pb2.Volume = self._call(self._volumes.OfflineVolume, volume_service_pb2.OfflineVolumeRequest(name=_volume_name(name)))
+        return volume
+
+    def attach_volume(self, volume: str, vm: str, device: str = "") -> OperationHandle[volume_pb2.Volume]:
+        """Attaches the volume to the VM (hot-plugged if it runs); result() is the Volume."""
+        request = volume_service_pb2.AttachVolumeRequest(volume=_volume_name(volume), virtual_machine=_vm_name(vm), device=device)
+        op = self._call(self._volumes.AttachVolume, request)
+        return OperationHandle(op, self._wait, volume_pb2.Volume, volume_pb2.Volume)
+
+    def detach_volume(self, volume: str, vm: str = "") -> OperationHandle[volume_pb2.Volume]:
+        """Detaches the volume from its VM (vm, if given, must be that VM); its data stays."""
+        request = volume_service_pb2.DetachVolumeRequest(volume=_volume_name(volume), virtual_machine=_vm_name(vm) if vm else "")
+        op = self._call(self._volumes.DetachVolume, request)
+        return OperationHandle(op, self._wait, volume_pb2.Volume, volume_pb2.Volume)
+
     # --- images ---------------------------------------------------------------------------
 
     def list_images(self, image: str = "") -> list[image_pb2.ImageVersion]:
@@ -355,6 +406,10 @@ class Client:
 
 def _vm_name(name: str) -> str:
     return name if name.startswith("virtualMachines/") else f"virtualMachines/{name}"
+
+
+def _volume_name(name: str) -> str:
+    return name if name.startswith("volumes/") else f"volumes/{name}"
 
 
 def _sha256(path: Path) -> str:

@@ -32,6 +32,13 @@ class Keys:
     def operation(self, op_id: str = "") -> str:
         return f"{self.root}/operations/{op_id}"
 
+    def volume(self, volume_id: str = "") -> str:
+        return f"{self.root}/volumes/{volume_id}"
+
+    def volume_request(self, request_id: str) -> str:
+        """The volume a create with this request id made (VM requests sit under requests/)."""
+        return f"{self.root}/requests/volumes/{request_id}"
+
     def hostname_lease(self, hostname: str) -> str:
         return f"{self.root}/leases/hostnames/{hostname}"
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import empty_pb2
 
 from services.common.errors import FailedPrecondition
 from services.common.grpc_errors import maps_errors
@@ -25,6 +26,9 @@ from wnodes.v1 import (
     virtual_machine_pb2,
     virtual_machine_service_pb2,
     virtual_machine_service_pb2_grpc,
+    volume_pb2,
+    volume_service_pb2,
+    volume_service_pb2_grpc,
 )
 
 
@@ -125,6 +129,47 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         stream = agent.Exec(exec_request, metadata=principal.to_metadata(), wait_for_ready=True)
         async for response in stream:  # type: ignore[attr-defined]
             yield response
+
+
+class VolumeServicer(volume_service_pb2_grpc.VolumeServiceServicer):
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def CreateVolume(self, request: volume_service_pb2.CreateVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        principal = self._auth.authenticate(context)
+        if not request.request_id:  # so that our own retries stay idempotent
+            request.request_id = uuid.uuid4().hex
+        return await call(principal, self._b.registry.CreateVolume, request)
+
+    @maps_errors
+    async def GetVolume(self, request: volume_service_pb2.GetVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return await call(self._auth.authenticate(context), self._b.registry.GetVolume, request)
+
+    @maps_errors
+    async def ListVolumes(self, request: volume_service_pb2.ListVolumesRequest, context: Ctx) -> volume_service_pb2.ListVolumesResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListVolumes, request)
+
+    @maps_errors
+    async def DeleteVolume(self, request: volume_service_pb2.DeleteVolumeRequest, context: Ctx) -> empty_pb2.Empty:
+        return await call(self._auth.authenticate(context), self._b.registry.DeleteVolume, request)
+
+    @maps_errors
+    async def OnlineVolume(self, request: volume_service_pb2.OnlineVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return await call(self._auth.authenticate(context), self._b.registry.OnlineVolume, request)
+
+    @maps_errors
+    async def OfflineVolume(self, request: volume_service_pb2.OfflineVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return await call(self._auth.authenticate(context), self._b.registry.OfflineVolume, request)
+
+    @maps_errors
+    async def AttachVolume(self, request: volume_service_pb2.AttachVolumeRequest, context: Ctx) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.AttachVolume, request)
+
+    @maps_errors
+    async def DetachVolume(self, request: volume_service_pb2.DetachVolumeRequest, context: Ctx) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.DetachVolume, request)
 
 
 class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):

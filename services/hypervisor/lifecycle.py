@@ -54,6 +54,8 @@ from services.hypervisor.image_cache import CachedImage, ImageCache
 from services.hypervisor.imagestore_client import ImagestoreClient
 from services.hypervisor.saving import DiskSaver, SaveRequest
 from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, contextualisation_script, port_of
+from services.hypervisor.volumes import VolumeAttacher
+from services.hypervisor.volumes import pending as volumes_pending
 
 LOG = logging.getLogger(__name__)
 # The value the nameserver writes on a placement key when the VM is to be deleted.
@@ -69,6 +71,8 @@ class AgentConfig:
     """Where the gateway reaches this agent's gRPC API."""
     run_dir: Path
     """Per-VM files (overlays, sockets, console logs) live in run_dir/<vm id>/."""
+    volume_dir: Path
+    """The data of the volumes pinned to this host: volume_dir/<volume id>.qcow2."""
     lease_ttl: int = 5
     """Seconds after the agent's death at which its hypervisor record disappears."""
     resync_interval: float = 5.0
@@ -143,6 +147,7 @@ class Agent:
         self._images: dict[str, ImageRecord] = {}
         self._ssh_ports = SshPorts(*cfg.ssh_ports)
         self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
+        self._volumes = VolumeAttacher(store, keys, driver, cfg.volume_dir)
 
     # --- registration ---------------------------------------------------------------------
 
@@ -231,6 +236,7 @@ class Agent:
         for leftover in self._orphan_dirs(wanted):
             LOG.warning("hypervisor %s: removing leftover files of %s", self.cfg.host, leftover)
             await self._teardown_files(leftover)
+        await self._volumes.collect_garbage()
 
     def _orphan_dirs(self, wanted: dict[str, bytes]) -> list[str]:
         if not self.cfg.run_dir.exists():
@@ -275,21 +281,22 @@ class Agent:
             self._ssh_ports.note(vm.id, vm.ssh_endpoint)
         if vm.state == VmState.DELETING:
             await self._forget(vm_id, vm)
-        elif vm.state == VmState.FAILED:
+            return
+        if vm.state == VmState.FAILED:
             await self._release(vm_id, vm, delete_record=False)
-        elif vm.state in (VmState.SCHEDULED, VmState.STARTING):
+            return
+        if vm.state in (VmState.SCHEDULED, VmState.STARTING):
             await self._start(vm, entry)
         elif vm.power_pending:
             await self._power(vm, entry)
-        else:
-            if vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
-                await self._adopt(vm)
-            elif vm.state == VmState.SUSPENDED:
-                await self._keep_suspended(vm)
-            elif vm.state == VmState.STOPPED:
-                await self._keep_stopped(vm)
-            if vm.pending_save:
-                await self._save(vm_id)
+        elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
+            await self._adopt(vm)
+        elif vm.state == VmState.SUSPENDED:
+            await self._keep_suspended(vm)
+        elif vm.state == VmState.STOPPED:
+            await self._keep_stopped(vm)
+        if vm.pending_save or volumes_pending(vm):
+            await self._settled_work(vm_id)
 
     def _steady(self, vm_id: str, condition: str, unavailable: str = "") -> None:
         """The VM reached what its record asks for; its domain is now in condition."""
@@ -441,6 +448,7 @@ class Agent:
             kernel_path=image.kernel if image else None,
             initrd_path=image.initrd if image else None,
             cmdline=cmdline,
+            volumes=self._volumes.boot_specs(vm),
             user_network=UserNetworkSpec(vm.mac_address, (PortForward(port_of(ssh_endpoint), SSH_GUEST_PORT),)) if ssh_endpoint else None,
         )
 
@@ -467,17 +475,27 @@ class Agent:
 
     # --- save -----------------------------------------------------------------------------
 
-    async def _save(self, vm_id: str) -> None:
-        """Carries out the save the record asks for and writes its outcome into its operation."""
+    async def _settled_work(self, vm_id: str) -> None:
+        """Work on a VM that stays where it is: volumes to attach or detach, a save."""
         entry = await self._store.get(self._keys.vm(vm_id))
         vm = records.load(VmRecord, entry.value) if entry else None
-        if vm is None or not vm.pending_save or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
+        if vm is None or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
             return
-        op_id, image = str(vm.pending_save.get("operation", "")), str(vm.pending_save.get("image", ""))
         tracked = self._tracked.get(vm_id)
         steady = tracked.steady if tracked else None
         if tracked:
-            tracked.steady = None  # a periodic pass handles the VM again until the save is recorded
+            tracked.steady = None  # a periodic pass handles the VM again until the work is recorded
+        if volumes_pending(vm):
+            await self._volumes.converge(vm, live=vm.state != VmState.STOPPED)
+        if vm.pending_save and not await self._save(vm):
+            return
+        if tracked:
+            tracked.steady = steady
+
+    async def _save(self, vm: VmRecord) -> bool:
+        """Carries out the save the record asks for and writes its outcome into its operation;
+        whether that was recorded."""
+        op_id, image = str(vm.pending_save.get("operation", "")), str(vm.pending_save.get("image", ""))
         outcome: dict[str, Any]
         try:
             with TRACER.start_as_current_span("hypervisor.save_vm", attributes={"vm": vm.name, "image": image}):
@@ -490,8 +508,7 @@ class Agent:
             err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="SAVE_FAILED")
             LOG.error("%s: saving to images/%s failed: %s", vm.name, image, err.message)
             outcome = {"error": error_to_dict(err)}
-        if await self._finish_save(vm_id, op_id, outcome) and tracked:
-            tracked.steady = steady
+        return await self._finish_save(vm.id, op_id, outcome)
 
     async def _finish_save(self, vm_id: str, op_id: str, outcome: dict[str, Any]) -> bool:
         """Clears the VM's pending save and records the outcome in its operation, together."""
@@ -648,6 +665,8 @@ class Agent:
 
     async def _forget(self, vm_id: str, vm: VmRecord | None) -> None:
         await self._teardown_files(vm_id)
+        if vm is not None:
+            await self._volumes.release(vm)
         await self._release(vm_id, vm, delete_record=True)
         self._tracked.pop(vm_id, None)
         self._ssh_ports.release(vm_id)

@@ -10,10 +10,11 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from services.common.errors import InvalidArgument
 from services.common.grpc_errors import error_to_status
 from services.common.image_proto import image_to_proto
-from services.common.records import HypervisorRecord, NameserverRecord, VmRecord
+from services.common.records import HypervisorRecord, NameserverRecord, VmRecord, VolumeRecord, VolumeState
+from services.nameserver.operations import OperationView
 from services.nameserver.power import POWER_KINDS
-from services.nameserver.registry import HypervisorView, OperationView, VmSpec
-from wnodes.v1 import common_pb2, hypervisor_pb2, virtual_machine_pb2, virtual_machine_service_pb2
+from services.nameserver.registry import HypervisorView, VmSpec
+from wnodes.v1 import common_pb2, hypervisor_pb2, virtual_machine_pb2, virtual_machine_service_pb2, volume_pb2
 
 
 def _ts(seconds: float) -> timestamp_pb2.Timestamp:
@@ -64,18 +65,48 @@ def vm_to_proto(vm: VmRecord) -> virtual_machine_pb2.VirtualMachine:
         boot_seconds=vm.boot_seconds,
         etag=str(vm.revision) if vm.revision else "",
         ssh_endpoint=vm.ssh_endpoint,
+        volumes=[
+            virtual_machine_pb2.VolumeAttachment(volume=f"volumes/{e['volume']}", device=e["device"])
+            for e in vm.volumes
+            if e.get("state") != "ATTACHING"
+        ],
+    )
+
+
+def volume_to_proto(volume: VolumeRecord) -> volume_pb2.Volume:
+    attachments = []
+    if volume.attachment:
+        attachments.append(volume_pb2.Volume.Attachment(
+            virtual_machine=f"virtualMachines/{volume.attachment['vm']}", device=volume.attachment.get("device", ""),
+            state=volume_pb2.Volume.Attachment.State.Value(volume.attachment.get("state", "ATTACHED")),
+        ))  # fmt: skip
+    return volume_pb2.Volume(
+        name=volume.name,
+        title=volume.title,
+        size_gib=volume.size_gib,
+        state=volume_pb2.Volume.State.Value(volume.state.value if isinstance(volume.state, VolumeState) else volume.state),
+        state_message=volume.state_message,
+        owner=common_pb2.Owner(user=volume.owner_user, vo=volume.owner_vo),
+        attachments=attachments,
+        hypervisor=f"hypervisors/{volume.hypervisor}" if volume.hypervisor else "",
+        create_time=_ts(volume.create_time),
+        update_time=_ts(volume.update_time),
     )
 
 
 def operation_to_proto(view: OperationView) -> operations_pb2.Operation:
     op = operations_pb2.Operation(name=view.op.name, done=view.done)
-    if view.vm is not None:
+    if view.volume is not None:
+        op.metadata.Pack(volume_to_proto(view.volume))
+    elif view.vm is not None:
         op.metadata.Pack(vm_to_proto(view.vm))
     if view.done:
         if view.error is not None:
             op.error.CopyFrom(error_to_status(view.error))
         elif view.image is not None:
             op.response.Pack(image_to_proto(view.image))
+        elif view.volume is not None:
+            op.response.Pack(volume_to_proto(view.volume))
         elif view.vm is not None and (view.op.kind == "create" or view.op.kind in POWER_KINDS):
             op.response.Pack(vm_to_proto(view.vm))
         else:

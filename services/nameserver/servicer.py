@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.longrunning import operations_pb2
+from google.protobuf import empty_pb2
 from opentelemetry import propagate
 
 from services.common.errors import InvalidArgument
@@ -14,8 +15,16 @@ from services.common.principal_context import principal_of
 from services.nameserver import convert
 from services.nameserver.power import PowerAction
 from services.nameserver.registry import Registry
+from services.nameserver.volumes import parse_volume_name
 from wnodes.nameserver.v1 import registry_service_pb2_grpc
-from wnodes.v1 import hypervisor_pb2, hypervisor_service_pb2, virtual_machine_pb2, virtual_machine_service_pb2
+from wnodes.v1 import (
+    hypervisor_pb2,
+    hypervisor_service_pb2,
+    virtual_machine_pb2,
+    virtual_machine_service_pb2,
+    volume_pb2,
+    volume_service_pb2,
+)
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
@@ -142,6 +151,51 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         return hypervisor_service_pb2.ListNameserversResponse(
             nameservers=[convert.nameserver_to_proto(r, d) for r, d in found]
         )
+
+    # --- volumes --------------------------------------------------------------------------
+
+    @maps_errors
+    async def CreateVolume(self, request: volume_service_pb2.CreateVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        volume = await self._registry.volumes.create(
+            request.volume.title, request.volume.size_gib, principal_of(context), request.request_id
+        )
+        return convert.volume_to_proto(volume)
+
+    @maps_errors
+    async def GetVolume(self, request: volume_service_pb2.GetVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return convert.volume_to_proto(await self._registry.volumes.get(parse_volume_name(request.name), principal_of(context)))
+
+    @maps_errors
+    async def ListVolumes(self, request: volume_service_pb2.ListVolumesRequest, context: Ctx) -> volume_service_pb2.ListVolumesResponse:
+        volumes, token = await self._registry.volumes.list(principal_of(context), request.page_size, request.page_token)
+        return volume_service_pb2.ListVolumesResponse(volumes=[convert.volume_to_proto(v) for v in volumes], next_page_token=token)
+
+    @maps_errors
+    async def DeleteVolume(self, request: volume_service_pb2.DeleteVolumeRequest, context: Ctx) -> empty_pb2.Empty:
+        await self._registry.volumes.delete(parse_volume_name(request.name), principal_of(context))
+        return empty_pb2.Empty()
+
+    @maps_errors
+    async def OnlineVolume(self, request: volume_service_pb2.OnlineVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        volume = await self._registry.volumes.set_online(parse_volume_name(request.name), principal_of(context), online=True)
+        return convert.volume_to_proto(volume)
+
+    @maps_errors
+    async def OfflineVolume(self, request: volume_service_pb2.OfflineVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        volume = await self._registry.volumes.set_online(parse_volume_name(request.name), principal_of(context), online=False)
+        return convert.volume_to_proto(volume)
+
+    @maps_errors
+    async def AttachVolume(self, request: volume_service_pb2.AttachVolumeRequest, context: Ctx) -> operations_pb2.Operation:
+        vm_id = parse_resource_id(request.virtual_machine, "virtualMachines")
+        view = await self._registry.volumes.attach(parse_volume_name(request.volume), vm_id, request.device, principal_of(context))
+        return convert.operation_to_proto(view)
+
+    @maps_errors
+    async def DetachVolume(self, request: volume_service_pb2.DetachVolumeRequest, context: Ctx) -> operations_pb2.Operation:
+        vm_id = parse_resource_id(request.virtual_machine, "virtualMachines") if request.virtual_machine else ""
+        view = await self._registry.volumes.detach(parse_volume_name(request.volume), vm_id, principal_of(context))
+        return convert.operation_to_proto(view)
 
     @maps_errors
     async def GetOperation(
