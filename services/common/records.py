@@ -87,6 +87,8 @@ class VmRecord:
     # Volumes attached or being attached/detached, in attachment order: each
     # {"volume": id, "device": "vdb", "state": AttachmentState, "operation": op id}.
     volumes: list[dict[str, str]] = field(default_factory=list)
+    # Interfaces on networks, each {"interface": id, "network": id, "mac": ..., "ip": ..., "vlan": n}.
+    networks: list[dict[str, Any]] = field(default_factory=list)
     # The etcd mod_revision it was read at (its etag); not stored.
     revision: int = 0
 
@@ -141,6 +143,57 @@ class VolumeRecord:
     def size_mib(self) -> int:
         """The size of its data: size_gib rounded up to whole MiB."""
         return max(1, math.ceil(self.size_gib * 1024 - 1e-9))
+
+
+class NetworkState(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+
+
+@dataclass
+class NetworkRecord:
+    """A network segment: a subnet on a VLAN leased in etcd (leases/vlans/<vlan>)."""
+
+    id: str
+    title: str
+    vlan: int
+    cidr: str
+    gateway: str
+    allocation: str  # DYNAMIC | STATIC
+    owner_user: str
+    owner_vo: str
+    state: str = NetworkState.ACTIVE
+    # Kept in the record (not counted from the leases) so that creating an interface changes
+    # the network's revision: a delete guarded by that revision cannot miss a new interface.
+    interface_count: int = 0
+    request_id: str = ""
+    create_time: float = field(default_factory=time.time)
+    update_time: float = field(default_factory=time.time)
+    revision: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"networks/{self.id}"
+
+
+@dataclass
+class NetworkInterfaceRecord:
+    """A VM's interface on a network; its MAC and address are leased (leases/macs/...,
+    leases/addresses/<network>/<ip>) and it is listed in the VM's record too."""
+
+    id: str
+    vm_id: str
+    network_id: str
+    mac_address: str
+    ip_address: str
+    owner_user: str
+    owner_vo: str
+    request_id: str = ""
+    create_time: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return f"networkInterfaces/{self.id}"
 
 
 @dataclass

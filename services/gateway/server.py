@@ -15,6 +15,7 @@ from services.gateway.backends import Backends
 from services.gateway.servicer import (
     HypervisorServicer,
     ImageServicer,
+    NetworkServicer,
     OperationsServicer,
     VirtualMachineServicer,
     VolumeServicer,
@@ -22,6 +23,7 @@ from services.gateway.servicer import (
 from wnodes.v1 import (
     hypervisor_service_pb2_grpc,
     image_service_pb2_grpc,
+    network_service_pb2_grpc,
     virtual_machine_service_pb2_grpc,
     volume_service_pb2_grpc,
 )
@@ -56,6 +58,7 @@ async def serve_gateway(cfg: GatewayConfig, stop: asyncio.Event) -> None:
     virtual_machine_service_pb2_grpc.add_VirtualMachineServiceServicer_to_server(VirtualMachineServicer(backends, auth), server)
     image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(backends, auth), server)
     volume_service_pb2_grpc.add_VolumeServiceServicer_to_server(VolumeServicer(backends, auth), server)
+    network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(backends, auth), server)
     hypervisor_service_pb2_grpc.add_HypervisorServiceServicer_to_server(HypervisorServicer(backends, auth), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(backends, auth), server)
     await server.start()

@@ -96,14 +96,19 @@ class Reconciler:
     - VMs whose label ``expire_time`` (Unix seconds) has passed are deleted (an idle VM kept for
       recycling by a batch system's policy lives until then);
     - finished operations and their request ids are forgotten after a retention time;
-    - a volume still marked attached to a VM that no longer exists is freed (the agent frees
-      them when it deletes the VM; this catches a VM record removed any other way).
+    - a volume still marked attached to a VM that no longer exists is freed, and network
+      interfaces of such a VM are removed with their leases (the VM's deletion frees both;
+      this catches a VM record removed any other way).
     """
 
-    def __init__(self, store: EtcdStore, keys: Keys, delete_vm: Callable[[str], Awaitable[object]]) -> None:
+    def __init__(
+        self, store: EtcdStore, keys: Keys, delete_vm: Callable[[str], Awaitable[object]],
+        remove_orphan_interfaces: Callable[[set[str]], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._keys = keys
         self._delete_vm = delete_vm
+        self._remove_orphan_interfaces = remove_orphan_interfaces
 
     async def step(self) -> None:
         live = {e.key.rsplit("/", 1)[-1] for e in (await self._store.get_prefix(self._keys.hypervisor(), keys_only=True))[0]}
@@ -124,6 +129,8 @@ class Reconciler:
                 if ok:
                     LOG.warning("%s is UNKNOWN: %s", vm.name, vm.state_message)
         await self._free_orphaned_volumes(present)
+        if self._remove_orphan_interfaces is not None:
+            await self._remove_orphan_interfaces(present)
         ops, _ = await self._store.get_prefix(self._keys.operation())
         now = time.time()
         for e in ops:

@@ -45,6 +45,7 @@ from services.common.store import Compare, Delete, Entry, EtcdStore, Put
 from services.nameserver import power, validation
 from services.nameserver.access import load_vm, may_see
 from services.nameserver.host_cache import HostCache
+from services.nameserver.networks import NetworkRegistry
 from services.nameserver.operations import OperationView, new_operation
 from services.nameserver.scheduling.host_state import PlacementRequest
 from services.nameserver.scheduling.scheduler import Scheduler
@@ -89,6 +90,7 @@ class Registry:
         self._hosts = hosts
         self._images = ImageCatalog(store, keys, cache_seconds=1.0)
         self.volumes = VolumeRegistry(store, keys)
+        self.networks = NetworkRegistry(store, keys)
 
     # --- create ---------------------------------------------------------------------------
 
@@ -194,6 +196,9 @@ class Registry:
         validation.check_request_id(request_id)
         while True:
             entry, vm = await self._load_vm(vm_id, principal)
+            if vm.networks:  # its interfaces go first, freeing their leases; then read it again
+                await self.networks.release_vm(vm)
+                continue
             op = new_operation("delete", vm_id, principal)
             if not vm.hypervisor:  # never placed: nothing runs, drop it here
                 ok, _ = await self._store.txn(

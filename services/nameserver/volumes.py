@@ -109,7 +109,7 @@ class VolumeRegistry:
     async def get(self, volume_id: str, principal: Principal) -> VolumeRecord:
         return (await self._load(volume_id, principal))[1]
 
-    async def list(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[VolumeRecord], str]:
+    async def list_volumes(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[VolumeRecord], str]:
         def keep(e: Entry) -> VolumeRecord | None:
             volume = records.load(VolumeRecord, e.value)
             volume.revision = e.mod_revision

@@ -7,6 +7,8 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from wnodes.v1 import hypervisor_pb2 as wnodes_dot_v1_dot_hypervisor__pb2
 from wnodes.v1 import hypervisor_service_pb2 as wnodes_dot_v1_dot_hypervisor__service__pb2
+from wnodes.v1 import network_pb2 as wnodes_dot_v1_dot_network__pb2
+from wnodes.v1 import network_service_pb2 as wnodes_dot_v1_dot_network__service__pb2
 from wnodes.v1 import virtual_machine_pb2 as wnodes_dot_v1_dot_virtual__machine__pb2
 from wnodes.v1 import virtual_machine_service_pb2 as wnodes_dot_v1_dot_virtual__machine__service__pb2
 from wnodes.v1 import volume_pb2 as wnodes_dot_v1_dot_volume__pb2
@@ -150,6 +152,56 @@ class RegistryServiceStub:
                 '/wnodes.nameserver.v1.RegistryService/DetachVolume',
                 request_serializer=wnodes_dot_v1_dot_volume__service__pb2.DetachVolumeRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/CreateNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/GetNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ListNetworks',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.DeleteNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DeleteNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.UpNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/UpNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.UpNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.DownNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DownNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.DownNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.CreateNetworkInterface = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/CreateNetworkInterface',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.GetNetworkInterface = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/GetNetworkInterface',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.ListNetworkInterfaces = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ListNetworkInterfaces',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesResponse.FromString,
+                _registered_method=True)
+        self.DeleteNetworkInterface = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DeleteNetworkInterface',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.GetOperation = channel.unary_unary(
                 '/wnodes.nameserver.v1.RegistryService/GetOperation',
@@ -298,6 +350,66 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworkInterfaces(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOperation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -423,6 +535,56 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DetachVolume,
                     request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.DetachVolumeRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'DeleteNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'UpNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.UpNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'DownNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.DownNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'CreateNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetworkInterface,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkInterfaceRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.SerializeToString,
+            ),
+            'GetNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkInterface,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkInterfaceRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.SerializeToString,
+            ),
+            'ListNetworkInterfaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworkInterfaces,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesResponse.SerializeToString,
+            ),
+            'DeleteNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetworkInterface,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkInterfaceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'GetOperation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOperation,
@@ -1029,6 +1191,276 @@ class RegistryService:
             '/wnodes.nameserver.v1.RegistryService/DetachVolume',
             wnodes_dot_v1_dot_volume__service__pb2.DetachVolumeRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/CreateNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.CreateNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/GetNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.GetNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ListNetworks',
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworksRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DeleteNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/UpNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.UpNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DownNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.DownNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/CreateNetworkInterface',
+            wnodes_dot_v1_dot_network__service__pb2.CreateNetworkInterfaceRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/GetNetworkInterface',
+            wnodes_dot_v1_dot_network__service__pb2.GetNetworkInterfaceRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworkInterfaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ListNetworkInterfaces',
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DeleteNetworkInterface',
+            wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkInterfaceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,8 @@ from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from wnodes.v1 import hypervisor_pb2 as _hypervisor_pb2
 from wnodes.v1 import hypervisor_service_pb2 as _hypervisor_service_pb2
+from wnodes.v1 import network_pb2 as _network_pb2
+from wnodes.v1 import network_service_pb2 as _network_service_pb2
 from wnodes.v1 import virtual_machine_pb2 as _virtual_machine_pb2
 from wnodes.v1 import virtual_machine_service_pb2 as _virtual_machine_service_pb2
 from wnodes.v1 import volume_pb2 as _volume_pb2
@@ -63,6 +65,16 @@ class RegistryServiceStub:
     OfflineVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.OfflineVolumeRequest, _volume_pb2.Volume]
     AttachVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.AttachVolumeRequest, _operations_pb2.Operation]
     DetachVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.DetachVolumeRequest, _operations_pb2.Operation]
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkRequest, _network_pb2.Network]
+    GetNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkRequest, _network_pb2.Network]
+    ListNetworks: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworksRequest, _network_service_pb2.ListNetworksResponse]
+    DeleteNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkRequest, _empty_pb2.Empty]
+    UpNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.UpNetworkRequest, _network_pb2.Network]
+    DownNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.DownNetworkRequest, _network_pb2.Network]
+    CreateNetworkInterface: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkInterfaceRequest, _network_pb2.NetworkInterface]
+    GetNetworkInterface: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkInterfaceRequest, _network_pb2.NetworkInterface]
+    ListNetworkInterfaces: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworkInterfacesRequest, _network_service_pb2.ListNetworkInterfacesResponse]
+    DeleteNetworkInterface: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkInterfaceRequest, _empty_pb2.Empty]
     GetOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]
     WaitOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.WaitOperationRequest, _operations_pb2.Operation]
     """Returns when the operation is done or the timeout passes, whichever comes first."""
@@ -92,6 +104,16 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     OfflineVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.OfflineVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
     AttachVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.AttachVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     DetachVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.DetachVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    GetNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    ListNetworks: _aio.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworksRequest, _network_service_pb2.ListNetworksResponse]  # type: ignore[assignment]
+    DeleteNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    UpNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.UpNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    DownNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.DownNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    CreateNetworkInterface: _aio.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkInterfaceRequest, _network_pb2.NetworkInterface]  # type: ignore[assignment]
+    GetNetworkInterface: _aio.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkInterfaceRequest, _network_pb2.NetworkInterface]  # type: ignore[assignment]
+    ListNetworkInterfaces: _aio.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworkInterfacesRequest, _network_service_pb2.ListNetworkInterfacesResponse]  # type: ignore[assignment]
+    DeleteNetworkInterface: _aio.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkInterfaceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     GetOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     WaitOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.WaitOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Returns when the operation is done or the timeout passes, whichever comes first."""
@@ -250,6 +272,76 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _volume_service_pb2.DetachVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _network_service_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetwork(
+        self,
+        request: _network_service_pb2.GetNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworks(
+        self,
+        request: _network_service_pb2.ListNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_service_pb2.ListNetworksResponse, _abc.Awaitable[_network_service_pb2.ListNetworksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteNetwork(
+        self,
+        request: _network_service_pb2.DeleteNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def UpNetwork(
+        self,
+        request: _network_service_pb2.UpNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def DownNetwork(
+        self,
+        request: _network_service_pb2.DownNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetworkInterface(
+        self,
+        request: _network_service_pb2.CreateNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.NetworkInterface, _abc.Awaitable[_network_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetworkInterface(
+        self,
+        request: _network_service_pb2.GetNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.NetworkInterface, _abc.Awaitable[_network_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworkInterfaces(
+        self,
+        request: _network_service_pb2.ListNetworkInterfacesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_service_pb2.ListNetworkInterfacesResponse, _abc.Awaitable[_network_service_pb2.ListNetworkInterfacesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteNetworkInterface(
+        self,
+        request: _network_service_pb2.DeleteNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
 
     @_abc_1.abstractmethod
     def GetOperation(
