@@ -253,7 +253,7 @@ class NetworkRegistry:
     async def release_vm(self, vm: VmRecord) -> None:
         """Removes every interface of a VM that is going away (freeing its leases)."""
         for entry in vm.networks:
-            await self._remove_interface(str(entry["interface"]))
+            await self._remove_interface(str(entry["interface"]), vm.id)
 
     async def remove_orphans(self, present_vms: set[str]) -> None:
         """Removes interfaces whose VM is gone (the reconciler's safety net)."""
@@ -264,12 +264,15 @@ class NetworkRegistry:
                 LOG.warning("%s belonged to virtualMachines/%s, which is gone: removing it", interface.name, interface.vm_id)
                 await self._remove_interface(interface.id)
 
-    async def _remove_interface(self, interface_id: str) -> None:
-        """Interface, its leases, its entry in its VM and its network's count, in one transaction."""
+    async def _remove_interface(self, interface_id: str, vm_id: str = "") -> None:
+        """Interface, its leases, its entry in its VM and its network's count, in one transaction.
+        An interface already gone is only dropped from vm_id's record, if it is still listed."""
         key = self._keys.network_interface(interface_id)
         while True:
             entry = await self._store.get(key)
             if entry is None:
+                if vm_id:
+                    await self._drop_stale_entry(vm_id, interface_id)
                 return
             interface = records.load(NetworkInterfaceRecord, entry.value)
             n_key, vm_key = self._keys.network(interface.network_id), self._keys.vm(interface.vm_id)
@@ -293,6 +296,17 @@ class NetworkRegistry:
             ok, _ = await self._store.txn(guards, ops)
             if ok:
                 LOG.info("removed %s (%s and %s freed)", interface.name, interface.ip_address, interface.mac_address)
+                return
+
+    async def _drop_stale_entry(self, vm_id: str, interface_id: str) -> None:
+        vm_key = self._keys.vm(vm_id)
+        while (vm_entry := await self._store.get(vm_key)) is not None:
+            vm = records.load(VmRecord, vm_entry.value)
+            if not any(n.get("interface") == interface_id for n in vm.networks):
+                return
+            vm.networks = [n for n in vm.networks if n.get("interface") != interface_id]
+            ok, _ = await self._store.txn([Compare(vm_key, vm_entry.mod_revision)], [Put(vm_key, records.dump(vm))])
+            if ok:
                 return
 
 
