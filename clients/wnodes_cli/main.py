@@ -5,6 +5,7 @@
     wnodes vm create|list|show|delete         manage VMs
     wnodes vm stop|start|restart|suspend|resume NAME...   power actions
     wnodes vm save NAME IMAGE                 save a VM's disk as a new version of IMAGE
+    wnodes volume create|list|show|delete|attach|detach|online|offline   block volumes
     wnodes images                             images you may use
 """
 
@@ -20,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from clients.output import as_dict, console, emit, emit_one, run_cli
 from clients.wnodes_client import Client, WnodesRpcError
-from wnodes.v1 import virtual_machine_pb2
+from wnodes.v1 import virtual_machine_pb2, volume_pb2
 
 STATE = virtual_machine_pb2.VirtualMachine.State
 
@@ -148,6 +149,40 @@ def cmd_save(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _volume_row(v: volume_pb2.Volume) -> dict[str, Any]:
+    attached = ", ".join(f"{a.virtual_machine} ({a.device}, {volume_pb2.Volume.Attachment.State.Name(a.state)})" for a in v.attachments)
+    return {"name": v.name, "title": v.title, "size_gib": f"{v.size_gib:g}", "state": volume_pb2.Volume.State.Name(v.state),
+            "attached_to": attached, "hypervisor": v.hypervisor, "message": v.state_message}  # fmt: skip
+
+
+VOLUME_COLUMNS = ["name", "title", "size_gib", "state", "attached_to", "hypervisor"]
+
+
+def cmd_volume(client: Client, args: argparse.Namespace) -> int:
+    match args.volume_cmd:
+        case "create":
+            volumes = [client.create_volume(args.size_gib, args.title)]
+        case "list":
+            volumes = list(client.list_volumes())
+        case "show":
+            volumes = [client.get_volume(args.name)]
+        case "delete":
+            client.delete_volume(args.name)
+            emit([{"name": args.name, "deleted": True}], ["name", "deleted"], args.output)
+            return 0
+        case "online" | "offline":
+            volumes = [client.online_volume(args.name) if args.volume_cmd == "online" else client.offline_volume(args.name)]
+        case "attach":
+            volumes = [client.attach_volume(args.name, args.vm, args.device).result(timeout=args.timeout)]
+        case "detach":
+            volumes = [client.detach_volume(args.name, args.vm or "").result(timeout=args.timeout)]
+    if args.output == "json":
+        emit([as_dict(v) for v in volumes], [], "json")
+    else:
+        emit([_volume_row(v) for v in volumes], VOLUME_COLUMNS, "table")
+    return 0
+
+
 def cmd_images(client: Client, args: argparse.Namespace) -> int:
     rows = [{"name": v.name, "owner_vo": v.owner_vo, "state": v.State.Name(v.state), "size_mib": round(v.disk.size_bytes / 2**20, 1),
              "sha256": v.disk.sha256[:12], "description": v.description} for v in client.list_images()]
@@ -213,6 +248,25 @@ def build_parser() -> argparse.ArgumentParser:
         power.add_argument("--no-wait", action="store_true", help="return at once with the operations")
         power.add_argument("--timeout", type=float, default=600)
         power.set_defaults(fn=cmd_power)
+
+    volume = sub.add_parser("volume", parents=[OUTPUT], help="manage block volumes").add_subparsers(dest="volume_cmd", required=True)
+    vcreate = volume.add_parser("create", parents=[OUTPUT], help="create a volume (its data is made where it is first attached)")
+    vcreate.add_argument("--size-gib", type=float, required=True)
+    vcreate.add_argument("--title", default="")
+    volume.add_parser("list", parents=[OUTPUT], help="list your volumes")
+    for action, help_text in (("show", "show one volume"), ("delete", "delete a detached volume and free its data"),
+                              ("online", "bring a volume online"), ("offline", "take a detached volume offline")):  # fmt: skip
+        volume.add_parser(action, parents=[OUTPUT], help=help_text).add_argument("name")
+    vattach = volume.add_parser("attach", parents=[OUTPUT], help="attach a volume to a VM (hot-plugged if it runs)")
+    vattach.add_argument("name")
+    vattach.add_argument("vm")
+    vattach.add_argument("--device", default="", help="vdb ... vdz (default: the first free one)")
+    vdetach = volume.add_parser("detach", parents=[OUTPUT], help="detach a volume from its VM")
+    vdetach.add_argument("name")
+    vdetach.add_argument("vm", nargs="?")
+    for p_ in (vattach, vdetach):
+        p_.add_argument("--timeout", type=float, default=120)
+    sub.choices["volume"].set_defaults(fn=cmd_volume)
 
     images = sub.add_parser("images", parents=[OUTPUT], help="images you may use")
     images.set_defaults(fn=cmd_images)

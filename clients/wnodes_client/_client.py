@@ -25,9 +25,15 @@ from wnodes.v1 import (
     image_pb2,
     image_service_pb2,
     image_service_pb2_grpc,
+    network_pb2,
+    network_service_pb2,
+    network_service_pb2_grpc,
     virtual_machine_pb2,
     virtual_machine_service_pb2,
     virtual_machine_service_pb2_grpc,
+    volume_pb2,
+    volume_service_pb2,
+    volume_service_pb2_grpc,
 )
 
 DEFAULT_TARGET = "127.0.0.1:8443"
@@ -72,6 +78,8 @@ class Client:
         self._images = image_service_pb2_grpc.ImageServiceStub(self._channel)
         self._hosts = hypervisor_service_pb2_grpc.HypervisorServiceStub(self._channel)
         self._ops = operations_pb2_grpc.OperationsStub(self._channel)
+        self._volumes = volume_service_pb2_grpc.VolumeServiceStub(self._channel)
+        self._networks = network_service_pb2_grpc.NetworkServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -273,6 +281,123 @@ class Client:
             if vm_name and not keep:
                 self.delete_vm(vm_name).result(timeout=120)
 
+    # --- volumes --------------------------------------------------------------------------
+
+    def create_volume(self, size_gib: float, title: str = "", request_id: str | None = None) -> volume_pb2.Volume:
+        """A new, detached volume (its data is made on the host of the first VM it joins)."""
+        request = volume_service_pb2.CreateVolumeRequest(
+            volume=volume_pb2.Volume(title=title, size_gib=size_gib), request_id=request_id or uuid.uuid4().hex
+        )
+        volume: volume_pb2.Volume = self._call(self._volumes.CreateVolume, request)
+        return volume
+
+    def get_volume(self, name: str) -> volume_pb2.Volume:
+        volume: volume_pb2.Volume = self._call(self._volumes.GetVolume, volume_service_pb2.GetVolumeRequest(name=_volume_name(name)))
+        return volume
+
+    def list_volumes(self, page_size: int = 200) -> Iterator[volume_pb2.Volume]:
+        token = ""
+        while True:
+            page = self._call(self._volumes.ListVolumes, volume_service_pb2.ListVolumesRequest(page_size=page_size, page_token=token))
+            yield from page.volumes
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_volume(self, name: str) -> None:
+        """Deletes a detached volume; its data is freed on its host."""
+        self._call(self._volumes.DeleteVolume, volume_service_pb2.DeleteVolumeRequest(name=_volume_name(name)))
+
+    def online_volume(self, name: str) -> volume_pb2.Volume:
+        volume: volume_pb2.Volume = self._call(self._volumes.OnlineVolume, volume_service_pb2.OnlineVolumeRequest(name=_volume_name(name)))
+        return volume
+
+    def offline_volume(self, name: str) -> volume_pb2.Volume:
+        volume: volume_pb2.Volume = self._call(self._volumes.OfflineVolume, volume_service_pb2.OfflineVolumeRequest(name=_volume_name(name)))
+        return volume
+
+    def attach_volume(self, volume: str, vm: str, device: str = "") -> OperationHandle[volume_pb2.Volume]:
+        """Attaches the volume to the VM (hot-plugged if it runs); result() is the Volume."""
+        request = volume_service_pb2.AttachVolumeRequest(volume=_volume_name(volume), virtual_machine=_vm_name(vm), device=device)
+        op = self._call(self._volumes.AttachVolume, request)
+        return OperationHandle(op, self._wait, volume_pb2.Volume, volume_pb2.Volume)
+
+    def detach_volume(self, volume: str, vm: str = "") -> OperationHandle[volume_pb2.Volume]:
+        """Detaches the volume from its VM (vm, if given, must be that VM); its data stays."""
+        request = volume_service_pb2.DetachVolumeRequest(volume=_volume_name(volume), virtual_machine=_vm_name(vm) if vm else "")
+        op = self._call(self._volumes.DetachVolume, request)
+        return OperationHandle(op, self._wait, volume_pb2.Volume, volume_pb2.Volume)
+
+    # --- networks -------------------------------------------------------------------------
+
+    def create_network(
+        self, cidr: str, *, title: str = "", vlan: int = 0, gateway: str = "", allocation: str = "DYNAMIC",
+        request_id: str | None = None,
+    ) -> network_pb2.Network:
+        """A network on cidr (IPv4, e.g. "10.20.0.0/24") with its own VLAN (0: one is chosen);
+        allocation DYNAMIC (addresses chosen) or STATIC (given per interface)."""
+        network = network_pb2.Network(
+            title=title, vlan=vlan, cidr=cidr, gateway=gateway, allocation=network_pb2.Network.Allocation.Value(allocation)
+        )
+        request = network_service_pb2.CreateNetworkRequest(network=network, request_id=request_id or uuid.uuid4().hex)
+        created: network_pb2.Network = self._call(self._networks.CreateNetwork, request)
+        return created
+
+    def get_network(self, name: str) -> network_pb2.Network:
+        network: network_pb2.Network = self._call(self._networks.GetNetwork, network_service_pb2.GetNetworkRequest(name=_network_name(name)))
+        return network
+
+    def list_networks(self, page_size: int = 200) -> Iterator[network_pb2.Network]:
+        token = ""
+        while True:
+            page = self._call(self._networks.ListNetworks, network_service_pb2.ListNetworksRequest(page_size=page_size, page_token=token))
+            yield from page.networks
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_network(self, name: str) -> None:
+        """Deletes a network without interfaces and frees its VLAN."""
+        self._call(self._networks.DeleteNetwork, network_service_pb2.DeleteNetworkRequest(name=_network_name(name)))
+
+    def up_network(self, name: str) -> network_pb2.Network:
+        network: network_pb2.Network = self._call(self._networks.UpNetwork, network_service_pb2.UpNetworkRequest(name=_network_name(name)))
+        return network
+
+    def down_network(self, name: str) -> network_pb2.Network:
+        network: network_pb2.Network = self._call(self._networks.DownNetwork, network_service_pb2.DownNetworkRequest(name=_network_name(name)))
+        return network
+
+    def create_network_interface(
+        self, vm: str, network: str, ip_address: str = "", request_id: str | None = None
+    ) -> network_pb2.NetworkInterface:
+        """Gives the VM an interface on the network, with a leased MAC and address (ip_address:
+        the one wanted; required on a STATIC network)."""
+        interface = network_pb2.NetworkInterface(virtual_machine=_vm_name(vm), network=_network_name(network), ip_address=ip_address)
+        request = network_service_pb2.CreateNetworkInterfaceRequest(network_interface=interface, request_id=request_id or uuid.uuid4().hex)
+        created: network_pb2.NetworkInterface = self._call(self._networks.CreateNetworkInterface, request)
+        return created
+
+    def get_network_interface(self, name: str) -> network_pb2.NetworkInterface:
+        request = network_service_pb2.GetNetworkInterfaceRequest(name=_interface_name(name))
+        interface: network_pb2.NetworkInterface = self._call(self._networks.GetNetworkInterface, request)
+        return interface
+
+    def list_network_interfaces(self, network: str = "", vm: str = "", page_size: int = 200) -> Iterator[network_pb2.NetworkInterface]:
+        token = ""
+        while True:
+            request = network_service_pb2.ListNetworkInterfacesRequest(
+                page_size=page_size, page_token=token, network=_network_name(network) if network else "", virtual_machine=_vm_name(vm) if vm else ""
+            )
+            page = self._call(self._networks.ListNetworkInterfaces, request)
+            yield from page.network_interfaces
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_network_interface(self, name: str) -> None:
+        self._call(self._networks.DeleteNetworkInterface, network_service_pb2.DeleteNetworkInterfaceRequest(name=_interface_name(name)))
+
     # --- images ---------------------------------------------------------------------------
 
     def list_images(self, image: str = "") -> list[image_pb2.ImageVersion]:
@@ -355,6 +480,18 @@ class Client:
 
 def _vm_name(name: str) -> str:
     return name if name.startswith("virtualMachines/") else f"virtualMachines/{name}"
+
+
+def _network_name(name: str) -> str:
+    return name if name.startswith("networks/") else f"networks/{name}"
+
+
+def _interface_name(name: str) -> str:
+    return name if name.startswith("networkInterfaces/") else f"networkInterfaces/{name}"
+
+
+def _volume_name(name: str) -> str:
+    return name if name.startswith("volumes/") else f"volumes/{name}"
 
 
 def _sha256(path: Path) -> str:

@@ -8,7 +8,10 @@ hand-writes status codes.
     ├── InvalidArgument              INVALID_ARGUMENT  INVALID_ARGUMENT (reason overridable)
     ├── NotFound                     NOT_FOUND         RESOURCE_NOT_FOUND
     │   ├── ImageNotFound            NOT_FOUND         IMAGE_NOT_FOUND
-    │   └── VirtualMachineNotFound   NOT_FOUND         VIRTUAL_MACHINE_NOT_FOUND
+    │   ├── VirtualMachineNotFound   NOT_FOUND         VIRTUAL_MACHINE_NOT_FOUND
+    │   ├── VolumeNotFound           NOT_FOUND         VOLUME_NOT_FOUND
+    │   ├── NetworkNotFound          NOT_FOUND         NETWORK_NOT_FOUND
+    │   └── NetworkInterfaceNotFound NOT_FOUND         NETWORK_INTERFACE_NOT_FOUND
     ├── AlreadyExists                ALREADY_EXISTS    RESOURCE_EXISTS
     ├── FailedPrecondition           FAILED_PRECONDITION FAILED_PRECONDITION
     ├── Aborted                      ABORTED           CONCURRENT_MODIFICATION
@@ -58,6 +61,18 @@ class ImageNotFound(NotFound):
 
 class VirtualMachineNotFound(NotFound):
     default_reason = "VIRTUAL_MACHINE_NOT_FOUND"
+
+
+class VolumeNotFound(NotFound):
+    default_reason = "VOLUME_NOT_FOUND"
+
+
+class NetworkNotFound(NotFound):
+    default_reason = "NETWORK_NOT_FOUND"
+
+
+class NetworkInterfaceNotFound(NotFound):
+    default_reason = "NETWORK_INTERFACE_NOT_FOUND"
 
 
 class AlreadyExists(WnodesError):

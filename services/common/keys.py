@@ -32,6 +32,32 @@ class Keys:
     def operation(self, op_id: str = "") -> str:
         return f"{self.root}/operations/{op_id}"
 
+    def volume(self, volume_id: str = "") -> str:
+        return f"{self.root}/volumes/{volume_id}"
+
+    def volume_request(self, request_id: str) -> str:
+        """The volume a create with this request id made (VM requests sit under requests/)."""
+        return f"{self.root}/requests/volumes/{request_id}"
+
+    def network(self, network_id: str = "") -> str:
+        return f"{self.root}/networks/{network_id}"
+
+    def network_request(self, request_id: str) -> str:
+        return f"{self.root}/requests/networks/{request_id}"
+
+    def network_interface(self, interface_id: str = "") -> str:
+        return f"{self.root}/networkInterfaces/{interface_id}"
+
+    def network_interface_request(self, request_id: str) -> str:
+        return f"{self.root}/requests/networkInterfaces/{request_id}"
+
+    def vlan_lease(self, vlan: int | None = None) -> str:
+        return f"{self.root}/leases/vlans/" + (f"{vlan:04d}" if vlan is not None else "")
+
+    def address_lease(self, network_id: str, address: str = "") -> str:
+        """Addresses leased in one network: leases/addresses/<network id>/<ip>."""
+        return f"{self.root}/leases/addresses/{network_id}/{address}"
+
     def hostname_lease(self, hostname: str) -> str:
         return f"{self.root}/leases/hostnames/{hostname}"
 

@@ -1,12 +1,15 @@
-"""Offset pagination for lists that are read whole from etcd and then filtered (small
-collections: hypervisors, image versions). The VM list pages by key instead (registry.py)."""
+"""Pagination. Offset pages for lists that are read whole from etcd and then filtered (small
+collections: hypervisors, image versions); key pages for collections that can be large (VMs,
+volumes): the token is the last key seen, so a page costs one range read however far in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from services.common.errors import InvalidArgument
+from services.common.store import Entry, EtcdStore
 
 T = TypeVar("T")
 
@@ -23,3 +26,40 @@ def page_of(items: Sequence[T], page_size: int, page_token: str, default_size: i
     size = min(page_size or default_size, MAX_PAGE_SIZE)
     end = start + size
     return list(items[start:end]), str(end) if end < len(items) else ""
+
+
+async def page_by_key(
+    store: EtcdStore, prefix: str, keep: Callable[[Entry], T | None], page_size: int, page_token: str
+) -> tuple[list[T], str]:
+    """Up to page_size items under prefix in key order, starting after page_token's key; keep
+    turns an entry into an item, or None to skip it (not the caller's)."""
+    if page_size < 0:
+        raise InvalidArgument(f"page_size must not be negative (got {page_size})", reason="INVALID_PAGE_SIZE")
+    page_size = min(page_size or 100, MAX_PAGE_SIZE)
+    start_after = _decode_key(page_token)
+    out: list[T] = []
+    while len(out) < page_size:
+        entries, _ = await store.get_prefix(prefix, start_after=start_after, limit=page_size)
+        for e in entries:
+            item = keep(e)
+            if item is not None:
+                out.append(item)
+            start_after = e.key
+            if len(out) == page_size:
+                break
+        if len(entries) < page_size:
+            return out, ""
+    return out, _encode_key(start_after)
+
+
+def _encode_key(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode() if key else ""
+
+
+def _decode_key(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError as exc:
+        raise InvalidArgument("page_token is not one this service returned", reason="INVALID_PAGE_TOKEN") from exc

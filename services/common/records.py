@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -83,6 +84,11 @@ class VmRecord:
     power_error: dict[str, Any] = field(default_factory=dict)
     # A save asked for and not done yet: {"operation": id, "image": name}.
     pending_save: dict[str, Any] = field(default_factory=dict)
+    # Volumes attached or being attached/detached, in attachment order: each
+    # {"volume": id, "device": "vdb", "state": AttachmentState, "operation": op id}.
+    volumes: list[dict[str, str]] = field(default_factory=list)
+    # Interfaces on networks, each {"interface": id, "network": id, "mac": ..., "ip": ..., "vlan": n}.
+    networks: list[dict[str, Any]] = field(default_factory=list)
     # The etcd mod_revision it was read at (its etag); not stored.
     revision: int = 0
 
@@ -94,6 +100,100 @@ class VmRecord:
     def power_pending(self) -> bool:
         """A power action was asked for and the agent has not carried it out yet."""
         return self.power_applied < self.power_generation
+
+
+class VolumeState(enum.StrEnum):
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    ERROR = "ERROR"
+
+
+class AttachmentState(enum.StrEnum):
+    ATTACHING = "ATTACHING"
+    ATTACHED = "ATTACHED"
+    DETACHING = "DETACHING"
+
+
+@dataclass
+class VolumeRecord:
+    """A block volume. The VM record's ``volumes`` entry is the truth about an attachment (the
+    agent converges to it); ``attachment`` mirrors it here, written in the same transactions."""
+
+    id: str
+    title: str
+    size_gib: float
+    owner_user: str
+    owner_vo: str
+    state: str = VolumeState.ONLINE
+    state_message: str = ""
+    # The host its data lives on: set at its first attachment, never changed.
+    hypervisor: str = ""
+    # {"vm": vm id, "device": "vdb"} while attached (or being attached or detached).
+    attachment: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    create_time: float = field(default_factory=time.time)
+    update_time: float = field(default_factory=time.time)
+    revision: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"volumes/{self.id}"
+
+    @property
+    def size_mib(self) -> int:
+        """The size of its data: size_gib rounded up to whole MiB."""
+        return max(1, math.ceil(self.size_gib * 1024 - 1e-9))
+
+
+class NetworkState(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+
+
+@dataclass
+class NetworkRecord:
+    """A network segment: a subnet on a VLAN leased in etcd (leases/vlans/<vlan>)."""
+
+    id: str
+    title: str
+    vlan: int
+    cidr: str
+    gateway: str
+    allocation: str  # DYNAMIC | STATIC
+    owner_user: str
+    owner_vo: str
+    state: str = NetworkState.ACTIVE
+    # Kept in the record (not counted from the leases) so that creating an interface changes
+    # the network's revision: a delete guarded by that revision cannot miss a new interface.
+    interface_count: int = 0
+    request_id: str = ""
+    create_time: float = field(default_factory=time.time)
+    update_time: float = field(default_factory=time.time)
+    revision: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"networks/{self.id}"
+
+
+@dataclass
+class NetworkInterfaceRecord:
+    """A VM's interface on a network; its MAC and address are leased (leases/macs/...,
+    leases/addresses/<network>/<ip>) and it is listed in the VM's record too."""
+
+    id: str
+    vm_id: str
+    network_id: str
+    mac_address: str
+    ip_address: str
+    owner_user: str
+    owner_vo: str
+    request_id: str = ""
+    create_time: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return f"networkInterfaces/{self.id}"
 
 
 @dataclass
@@ -174,6 +274,8 @@ def load(cls: type[T], raw: bytes) -> T:
     obj = cls(**{k: v for k, v in data.items() if k in names})
     if isinstance(obj, VmRecord):
         obj.state = VmState(obj.state)
+    elif isinstance(obj, VolumeRecord):
+        obj.state = VolumeState(obj.state)
     return obj
 
 

@@ -15,8 +15,21 @@ from services.gateway.auth import TrustedHeaderAuthenticator
 from services.gateway.backends import Backends
 from services.gateway.occi.grpc_backend import GrpcCloudBackend
 from services.gateway.occi.server import OcciConfig, start_occi
-from services.gateway.servicer import HypervisorServicer, ImageServicer, OperationsServicer, VirtualMachineServicer
-from wnodes.v1 import hypervisor_service_pb2_grpc, image_service_pb2_grpc, virtual_machine_service_pb2_grpc
+from services.gateway.servicer import (
+    HypervisorServicer,
+    ImageServicer,
+    NetworkServicer,
+    OperationsServicer,
+    VirtualMachineServicer,
+    VolumeServicer,
+)
+from wnodes.v1 import (
+    hypervisor_service_pb2_grpc,
+    image_service_pb2_grpc,
+    network_service_pb2_grpc,
+    virtual_machine_service_pb2_grpc,
+    volume_service_pb2_grpc,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +82,8 @@ async def serve_gateway(cfg: GatewayConfig, stop: asyncio.Event) -> None:
     server, health, port = await serve.make_server(cfg.listen)
     virtual_machine_service_pb2_grpc.add_VirtualMachineServiceServicer_to_server(VirtualMachineServicer(backends, auth), server)
     image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(backends, auth), server)
+    volume_service_pb2_grpc.add_VolumeServiceServicer_to_server(VolumeServicer(backends, auth), server)
+    network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(backends, auth), server)
     hypervisor_service_pb2_grpc.add_HypervisorServiceServicer_to_server(HypervisorServicer(backends, auth), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(backends, auth), server)
     await server.start()

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import empty_pb2
 
 from services.common.errors import FailedPrecondition
 from services.common.grpc_errors import maps_errors
@@ -22,9 +23,15 @@ from wnodes.v1 import (
     image_pb2,
     image_service_pb2,
     image_service_pb2_grpc,
+    network_pb2,
+    network_service_pb2,
+    network_service_pb2_grpc,
     virtual_machine_pb2,
     virtual_machine_service_pb2,
     virtual_machine_service_pb2_grpc,
+    volume_pb2,
+    volume_service_pb2,
+    volume_service_pb2_grpc,
 )
 
 
@@ -125,6 +132,99 @@ class VirtualMachineServicer(virtual_machine_service_pb2_grpc.VirtualMachineServ
         stream = agent.Exec(exec_request, metadata=principal.to_metadata(), wait_for_ready=True)
         async for response in stream:  # type: ignore[attr-defined]
             yield response
+
+
+class VolumeServicer(volume_service_pb2_grpc.VolumeServiceServicer):
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def CreateVolume(self, request: volume_service_pb2.CreateVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        principal = self._auth.authenticate(context)
+        if not request.request_id:  # so that our own retries stay idempotent
+            request.request_id = uuid.uuid4().hex
+        return await call(principal, self._b.registry.CreateVolume, request)
+
+    @maps_errors
+    async def GetVolume(self, request: volume_service_pb2.GetVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return await call(self._auth.authenticate(context), self._b.registry.GetVolume, request)
+
+    @maps_errors
+    async def ListVolumes(self, request: volume_service_pb2.ListVolumesRequest, context: Ctx) -> volume_service_pb2.ListVolumesResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListVolumes, request)
+
+    @maps_errors
+    async def DeleteVolume(self, request: volume_service_pb2.DeleteVolumeRequest, context: Ctx) -> empty_pb2.Empty:
+        return await call(self._auth.authenticate(context), self._b.registry.DeleteVolume, request)
+
+    @maps_errors
+    async def OnlineVolume(self, request: volume_service_pb2.OnlineVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return await call(self._auth.authenticate(context), self._b.registry.OnlineVolume, request)
+
+    @maps_errors
+    async def OfflineVolume(self, request: volume_service_pb2.OfflineVolumeRequest, context: Ctx) -> volume_pb2.Volume:
+        return await call(self._auth.authenticate(context), self._b.registry.OfflineVolume, request)
+
+    @maps_errors
+    async def AttachVolume(self, request: volume_service_pb2.AttachVolumeRequest, context: Ctx) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.AttachVolume, request)
+
+    @maps_errors
+    async def DetachVolume(self, request: volume_service_pb2.DetachVolumeRequest, context: Ctx) -> operations_pb2.Operation:
+        return await call(self._auth.authenticate(context), self._b.registry.DetachVolume, request)
+
+
+class NetworkServicer(network_service_pb2_grpc.NetworkServiceServicer):
+    def __init__(self, backends: Backends, auth: Authenticator) -> None:
+        self._b = backends
+        self._auth = auth
+
+    @maps_errors
+    async def CreateNetwork(self, request: network_service_pb2.CreateNetworkRequest, context: Ctx) -> network_pb2.Network:
+        principal = self._auth.authenticate(context)
+        if not request.request_id:  # so that our own retries stay idempotent
+            request.request_id = uuid.uuid4().hex
+        return await call(principal, self._b.registry.CreateNetwork, request)
+
+    @maps_errors
+    async def GetNetwork(self, request: network_service_pb2.GetNetworkRequest, context: Ctx) -> network_pb2.Network:
+        return await call(self._auth.authenticate(context), self._b.registry.GetNetwork, request)
+
+    @maps_errors
+    async def ListNetworks(self, request: network_service_pb2.ListNetworksRequest, context: Ctx) -> network_service_pb2.ListNetworksResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListNetworks, request)
+
+    @maps_errors
+    async def DeleteNetwork(self, request: network_service_pb2.DeleteNetworkRequest, context: Ctx) -> empty_pb2.Empty:
+        return await call(self._auth.authenticate(context), self._b.registry.DeleteNetwork, request)
+
+    @maps_errors
+    async def UpNetwork(self, request: network_service_pb2.UpNetworkRequest, context: Ctx) -> network_pb2.Network:
+        return await call(self._auth.authenticate(context), self._b.registry.UpNetwork, request)
+
+    @maps_errors
+    async def DownNetwork(self, request: network_service_pb2.DownNetworkRequest, context: Ctx) -> network_pb2.Network:
+        return await call(self._auth.authenticate(context), self._b.registry.DownNetwork, request)
+
+    @maps_errors
+    async def CreateNetworkInterface(self, request: network_service_pb2.CreateNetworkInterfaceRequest, context: Ctx) -> network_pb2.NetworkInterface:
+        principal = self._auth.authenticate(context)
+        if not request.request_id:  # so that our own retries stay idempotent
+            request.request_id = uuid.uuid4().hex
+        return await call(principal, self._b.registry.CreateNetworkInterface, request)
+
+    @maps_errors
+    async def GetNetworkInterface(self, request: network_service_pb2.GetNetworkInterfaceRequest, context: Ctx) -> network_pb2.NetworkInterface:
+        return await call(self._auth.authenticate(context), self._b.registry.GetNetworkInterface, request)
+
+    @maps_errors
+    async def ListNetworkInterfaces(self, request: network_service_pb2.ListNetworkInterfacesRequest, context: Ctx) -> network_service_pb2.ListNetworkInterfacesResponse:
+        return await call(self._auth.authenticate(context), self._b.registry.ListNetworkInterfaces, request)
+
+    @maps_errors
+    async def DeleteNetworkInterface(self, request: network_service_pb2.DeleteNetworkInterfaceRequest, context: Ctx) -> empty_pb2.Empty:
+        return await call(self._auth.authenticate(context), self._b.registry.DeleteNetworkInterface, request)
 
 
 class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):

@@ -13,13 +13,12 @@ resumes, starts or restarts the domain and records the generation it carried out
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +27,33 @@ from opentelemetry import propagate
 
 from services.common import records, telemetry
 from services.common.errors import (
-    DeadlineExceeded,
     FailedPrecondition,
-    VirtualMachineNotFound,
     WnodesError,
     error_to_dict,
 )
 from services.common.keys import Keys
-from services.common.records import HostUsage, HypervisorRecord, ImageRecord, OperationRecord, PowerState, VmRecord, VmState
+from services.common.records import HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
 from services.common.registration import Registration
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Entry, EtcdStore
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainSpec,
     DriverError,
-    Exit,
     GuestChannel,
     HypervisorDriver,
     PortForward,
-    Stderr,
     UserNetworkSpec,
 )
 from services.hypervisor.drivers.qemu_img import create_overlay
+from services.hypervisor.guest_tasks import contextualise, sync_guest
 from services.hypervisor.image_cache import CachedImage, ImageCache
 from services.hypervisor.imagestore_client import ImagestoreClient
 from services.hypervisor.saving import DiskSaver, SaveRequest
-from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, contextualisation_script, port_of
+from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, port_of
+from services.hypervisor.tracking import NO_DOMAIN, PAUSED, RUNNING, VmTracker, condition_of
+from services.hypervisor.vm_records import VmRecords
+from services.hypervisor.volumes import VolumeAttacher
+from services.hypervisor.volumes import pending as volumes_pending
 
 LOG = logging.getLogger(__name__)
 # The value the nameserver writes on a placement key when the VM is to be deleted.
@@ -69,6 +69,8 @@ class AgentConfig:
     """Where the gateway reaches this agent's gRPC API."""
     run_dir: Path
     """Per-VM files (overlays, sockets, console logs) live in run_dir/<vm id>/."""
+    volume_dir: Path
+    """The data of the volumes pinned to this host: volume_dir/<volume id>.qcow2."""
     lease_ttl: int = 5
     """Seconds after the agent's death at which its hypervisor record disappears."""
     resync_interval: float = 5.0
@@ -89,33 +91,6 @@ class AgentConfig:
     """Saved disks are compressed qcow2 (smaller in the imagestore and in every host's cache)."""
 
 
-# What a VM's domain looks like to the driver: running, paused, or no domain at all.
-RUNNING, PAUSED, NO_DOMAIN = "running", "paused", "none"
-
-
-def _condition(info: DomainInfo | None) -> str:
-    if info is None:
-        return NO_DOMAIN
-    return PAUSED if info.paused else RUNNING if info.running else NO_DOMAIN
-
-
-@dataclass
-class _Tracked:
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    failed: str = ""
-    # Why commands cannot run in the guest now ("it is STOPPED"); empty when they can.
-    unavailable: str = ""
-    # A change arrived while the task ran: handle the VM again when it ends.
-    dirty: bool = False
-    # The newest placement value seen, and the one the running task started from.
-    placement: bytes = b""
-    handling: bytes = b""
-    # (placement value, domain condition) once the VM reached what its record asks for: a
-    # periodic pass skips it while both still hold.
-    steady: tuple[bytes, str] | None = None
-
-
 def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
     def mutate(rec: VmRecord) -> bool:
         rec.ssh_endpoint = endpoint
@@ -134,7 +109,7 @@ class Agent:
         self._keys = keys
         self.driver = driver
         self._cache = cache
-        self._tracked: dict[str, _Tracked] = {}
+        self._vms = VmTracker(cfg.host)
         self._record: HypervisorRecord | None = None
         self._registration: Registration | None = None
         self._recheck = False
@@ -144,6 +119,8 @@ class Agent:
         self._images: dict[str, ImageRecord] = {}
         self._ssh_ports = SshPorts(*cfg.ssh_ports)
         self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
+        self._records = VmRecords(store, keys, cfg.host)
+        self._volumes = VolumeAttacher(store, keys, driver, cfg.volume_dir)
 
     # --- registration ---------------------------------------------------------------------
 
@@ -174,10 +151,10 @@ class Agent:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for tracked in self._tracked.values():
+        for tracked in self._vms.all():
             if tracked.task:
                 tracked.task.cancel()
-        for t in self._tasks + [tr.task for tr in self._tracked.values() if tr.task]:
+        for t in self._tasks + [tr.task for tr in self._vms.all() if tr.task]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self._registration is not None:
@@ -226,27 +203,27 @@ class Agent:
         entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
         wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
         domains = await self.driver.list()
-        observed = {d.vm_id: _condition(d) for d in domains}
+        observed = {d.vm_id: condition_of(d) for d in domains}
         for vm_id, placement in wanted.items():
-            tracked = self._tracked.get(vm_id)
-            if not recheck and placement != DELETE_MARK and tracked is not None and tracked.steady == (placement, observed.get(vm_id, NO_DOMAIN)):
+            if not recheck and placement != DELETE_MARK and self._vms.settled(vm_id, placement, observed.get(vm_id, NO_DOMAIN)):
                 continue  # settled: nothing asked of it since it reached its state, and its domain is still so
             self._ensure(vm_id, placement)
         for dom in domains:
-            if dom.vm_id not in wanted and dom.vm_id not in self._tracked:
+            if dom.vm_id not in wanted and dom.vm_id not in self._vms:
                 LOG.warning("hypervisor %s: destroying %s, which the registry does not place here", self.cfg.host, dom.vm_id)
                 await self._teardown_files(dom.vm_id)
         for leftover in self._orphan_dirs(wanted):
             LOG.warning("hypervisor %s: removing leftover files of %s", self.cfg.host, leftover)
             await self._teardown_files(leftover)
+        await self._volumes.collect_garbage()
 
     def _orphan_dirs(self, wanted: dict[str, bytes]) -> list[str]:
         if not self.cfg.run_dir.exists():
             return []
-        return [p.name for p in self.cfg.run_dir.iterdir() if p.is_dir() and p.name.startswith("vm-") and p.name not in wanted and p.name not in self._tracked]
+        return [p.name for p in self.cfg.run_dir.iterdir() if p.is_dir() and p.name.startswith("vm-") and p.name not in wanted and p.name not in self._vms]
 
     def _ensure(self, vm_id: str, placement: bytes | None = None) -> None:
-        tracked = self._tracked.setdefault(vm_id, _Tracked())
+        tracked = self._vms.entry(vm_id)
         if placement is not None:
             tracked.placement = placement
         if tracked.task is None or tracked.task.done():
@@ -257,21 +234,21 @@ class Agent:
             tracked.dirty = True
 
     def _after(self, vm_id: str) -> None:
-        tracked = self._tracked.get(vm_id)
+        tracked = self._vms.get(vm_id)
         if tracked is not None and tracked.dirty:
             self._ensure(vm_id)
 
     async def _on_change(self, vm_id: str, placement: bytes) -> None:
         """A deletion must not wait for a boot in progress: cancel it, then tear down. The
         nameserver marks a placement DELETE_MARK when the VM is to go (no read needed here)."""
-        tracked = self._tracked.get(vm_id)
+        tracked = self._vms.get(vm_id)
         if placement == DELETE_MARK and tracked is not None and tracked.task is not None and not tracked.task.done():
             tracked.task.cancel()
         self._ensure(vm_id, placement)
 
     async def _handle(self, vm_id: str) -> None:
         """Brings one VM to what its record asks for."""
-        tracked = self._tracked.get(vm_id)
+        tracked = self._vms.get(vm_id)
         if tracked is not None:
             tracked.handling = tracked.placement
         entry = await self._store.get(self._keys.vm(vm_id))
@@ -283,40 +260,22 @@ class Agent:
             self._ssh_ports.note(vm.id, vm.ssh_endpoint)
         if vm.state == VmState.DELETING:
             await self._forget(vm_id, vm)
-        elif vm.state == VmState.FAILED:
+            return
+        if vm.state == VmState.FAILED:
             await self._release(vm_id, vm, delete_record=False)
-        elif vm.state in (VmState.SCHEDULED, VmState.STARTING):
+            return
+        if vm.state in (VmState.SCHEDULED, VmState.STARTING):
             await self._start(vm, entry)
         elif vm.power_pending:
             await self._power(vm, entry)
-        else:
-            if vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
-                await self._adopt(vm)
-            elif vm.state == VmState.SUSPENDED:
-                await self._keep_suspended(vm)
-            elif vm.state == VmState.STOPPED:
-                await self._keep_stopped(vm)
-            if vm.pending_save:
-                await self._save(vm_id)
-
-    def _steady(self, vm_id: str, condition: str, unavailable: str = "") -> None:
-        """The VM reached what its record asks for; its domain is now in condition."""
-        tracked = self._tracked.get(vm_id)
-        if tracked is None:
-            return
-        tracked.steady = (tracked.handling, condition)
-        tracked.unavailable = unavailable
-        if condition == RUNNING:
-            tracked.ready.set()
-        else:
-            tracked.ready.clear()
-
-    def _unsteady(self, vm_id: str, unavailable: str = "") -> None:
-        """The VM is on its way somewhere: commands wait (or fail, with unavailable) until then."""
-        tracked = self._tracked.get(vm_id)
-        if tracked is not None:
-            tracked.steady, tracked.unavailable = None, unavailable
-            tracked.ready.clear()
+        elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
+            await self._adopt(vm)
+        elif vm.state == VmState.SUSPENDED:
+            await self._keep_suspended(vm)
+        elif vm.state == VmState.STOPPED:
+            await self._keep_stopped(vm)
+        if vm.pending_save or volumes_pending(vm):
+            await self._settled_work(vm_id)
 
     async def _domain(self, vm_id: str) -> DomainInfo | None:
         return next((d for d in await self.driver.list() if d.vm_id == vm_id), None)
@@ -333,14 +292,14 @@ class Agent:
                 # afresh; otherwise a domain found here is one a previous agent started.
                 fresh_boot = vm.power_pending
                 if fresh_boot:
-                    self._unsteady(vm.id)
-                    await self._sync_guest(vm)  # a restart keeps what the guest wrote
+                    self._vms.unsteady(vm.id)
+                    await sync_guest(self.driver, vm, await self._domain(vm.id), self.cfg.sync_timeout)  # a restart keeps what the guest wrote
                     await self.driver.stop(vm.id)
                 elif vm.state == VmState.STARTING and await self._domain(vm.id) is not None:
                     await self._adopt(vm)  # the previous agent got this far before it died
                     return
                 endpoint = self._ssh_ports.assign(vm.id, vm.ssh_endpoint) if vm.ssh_public_keys else ""
-                starting = await self._transition(
+                starting = await self._records.transition(
                     vm.id, VmState.STARTING, "preparing image and domain", expect={VmState.SCHEDULED, VmState.STARTING},
                     mutate=_with_endpoint(endpoint), known=entry,
                 )
@@ -354,10 +313,10 @@ class Agent:
                     ready = await self.driver.guest(vm.id).wait_ready(self.cfg.ready_timeout)
                 if vm.ssh_public_keys or vm.user_data:
                     with TRACER.start_as_current_span("guest.contextualise"):
-                        await self._contextualise(vm)
+                        await contextualise(self.driver, vm, self.cfg.contextualise_timeout)
                 boot = time.monotonic() - started
                 # Work waiting for this guest (an Exec) may start now; the registry follows.
-                self._steady(vm.id, RUNNING)
+                self._vms.steady(vm.id, RUNNING)
                 virtualization = self._record.virtualization if self._record else ""
 
                 def activate(rec: VmRecord) -> bool:
@@ -366,7 +325,7 @@ class Agent:
                     rec.power_applied = max(rec.power_applied, vm.power_generation)
                     return True
 
-                if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
+                if await self._records.transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
                     LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, virtualization)
                 else:
                     self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
@@ -407,30 +366,10 @@ class Agent:
                 raise
             LOG.warning("%s: SSH port %s was taken; choosing another", vm.name, endpoint)
             endpoint = self._ssh_ports.assign(vm.id)
-            if await self._transition(vm.id, VmState.STARTING, "", expect={VmState.STARTING}, mutate=_with_endpoint(endpoint)) is None:
+            if await self._records.transition(vm.id, VmState.STARTING, "", expect={VmState.STARTING}, mutate=_with_endpoint(endpoint)) is None:
                 raise
             await self.driver.define_and_start(await self._domain_spec(vm, image, endpoint))
             return endpoint
-
-    async def _contextualise(self, vm: VmRecord) -> None:
-        """Lets the owner in: keys into authorized_keys, user data stored (and run once), sshd
-        up. Through the guest channel as root, the moment the guest is ready."""
-        script = contextualisation_script(vm.ssh_public_keys, base64.b64decode(vm.user_data))
-        errors, code = b"", None
-        try:
-            async with asyncio.timeout(self.cfg.contextualise_timeout):
-                async for event in self.driver.guest(vm.id).exec(script):
-                    if isinstance(event, Stderr):
-                        errors += event.data
-                    elif isinstance(event, Exit):
-                        code = event.code
-        except TimeoutError as exc:
-            raise FailedPrecondition(
-                f"contextualisation did not finish within {self.cfg.contextualise_timeout:.0f}s", reason="CONTEXTUALISATION_FAILED"
-            ) from exc
-        if code != 0:
-            why = errors.decode(errors="replace").strip()[-500:] or f"exit status {code}"
-            raise FailedPrecondition(f"contextualisation failed: {why}", reason="CONTEXTUALISATION_FAILED")
 
     async def _domain_spec(self, vm: VmRecord, image: CachedImage | None, ssh_endpoint: str = "") -> DomainSpec:
         vm_dir = self.cfg.run_dir / vm.id
@@ -449,6 +388,7 @@ class Agent:
             kernel_path=image.kernel if image else None,
             initrd_path=image.initrd if image else None,
             cmdline=cmdline,
+            volumes=self._volumes.boot_specs(vm),
             user_network=UserNetworkSpec(vm.mac_address, (PortForward(port_of(ssh_endpoint), SSH_GUEST_PORT),)) if ssh_endpoint else None,
         )
 
@@ -464,33 +404,43 @@ class Agent:
             rec.error = error_to_dict(err)
             return True
 
-        await self._transition(
+        await self._records.transition(
             vm.id, VmState.FAILED, err.message, mutate=record_error,
             expect={VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE, VmState.UNKNOWN, VmState.STOPPED, VmState.SUSPENDED},
         )
-        tracked = self._tracked.get(vm.id)
+        tracked = self._vms.get(vm.id)
         if tracked:
             tracked.failed = err.message
         self._kick.set()
 
     # --- save -----------------------------------------------------------------------------
 
-    async def _save(self, vm_id: str) -> None:
-        """Carries out the save the record asks for and writes its outcome into its operation."""
+    async def _settled_work(self, vm_id: str) -> None:
+        """Work on a VM that stays where it is: volumes to attach or detach, a save."""
         entry = await self._store.get(self._keys.vm(vm_id))
         vm = records.load(VmRecord, entry.value) if entry else None
-        if vm is None or not vm.pending_save or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
+        if vm is None or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
             return
-        op_id, image = str(vm.pending_save.get("operation", "")), str(vm.pending_save.get("image", ""))
-        tracked = self._tracked.get(vm_id)
+        tracked = self._vms.get(vm_id)
         steady = tracked.steady if tracked else None
         if tracked:
-            tracked.steady = None  # a periodic pass handles the VM again until the save is recorded
+            tracked.steady = None  # a periodic pass handles the VM again until the work is recorded
+        if volumes_pending(vm):
+            await self._volumes.converge(vm, live=vm.state != VmState.STOPPED)
+        if vm.pending_save and not await self._save(vm):
+            return
+        if tracked:
+            tracked.steady = steady
+
+    async def _save(self, vm: VmRecord) -> bool:
+        """Carries out the save the record asks for and writes its outcome into its operation;
+        whether that was recorded."""
+        op_id, image = str(vm.pending_save.get("operation", "")), str(vm.pending_save.get("image", ""))
         outcome: dict[str, Any]
         try:
             with TRACER.start_as_current_span("hypervisor.save_vm", attributes={"vm": vm.name, "image": image}):
                 if vm.state == VmState.ACTIVE:
-                    await self._sync_guest(vm)
+                    await sync_guest(self.driver, vm, await self._domain(vm.id), self.cfg.sync_timeout)
                 vm_dir = self.cfg.run_dir / vm.id
                 request = SaveRequest(vm, image, await self._image_record(vm.image_version), vm_dir / "disk.qcow2", vm_dir, op_id)
                 outcome = {"result": {"image_version": await self._saver.save(request)}}
@@ -498,29 +448,7 @@ class Agent:
             err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="SAVE_FAILED")
             LOG.error("%s: saving to images/%s failed: %s", vm.name, image, err.message)
             outcome = {"error": error_to_dict(err)}
-        if await self._finish_save(vm_id, op_id, outcome) and tracked:
-            tracked.steady = steady
-
-    async def _finish_save(self, vm_id: str, op_id: str, outcome: dict[str, Any]) -> bool:
-        """Clears the VM's pending save and records the outcome in its operation, together."""
-        op_key = self._keys.operation(op_id)
-        while True:
-            entry, op_entry = await self._store.get(self._keys.vm(vm_id)), await self._store.get(op_key)
-            if entry is None or op_entry is None:
-                return False
-            vm = records.load(VmRecord, entry.value)
-            if vm.pending_save.get("operation") != op_id:
-                return False
-            op = records.load(OperationRecord, op_entry.value)
-            op.result, op.error = outcome.get("result", {}), outcome.get("error", {})
-            vm.pending_save, vm.update_time = {}, time.time()
-            vm.state_message = f"saved as {op.result['image_version']}" if op.result else f"save failed: {op.error.get('message', '')}"
-            ok, _ = await self._store.txn(
-                [Compare(entry.key, entry.mod_revision), Compare(op_key, op_entry.mod_revision)],
-                [Put(entry.key, records.dump(vm)), Put(op_key, records.dump(op))],
-            )
-            if ok:
-                return True
+        return await self._records.finish_save(vm.id, op_id, outcome)
 
     # --- adopt ----------------------------------------------------------------------------
 
@@ -545,9 +473,9 @@ class Agent:
             message = "adopted after an agent restart; the guest is busy with an earlier command"
             LOG.warning("%s: %s", vm.name, message)
         if vm.state != VmState.ACTIVE:
-            await self._transition(vm.id, VmState.ACTIVE, message, expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
+            await self._records.transition(vm.id, VmState.ACTIVE, message, expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
             LOG.info("%s adopted on %s", vm.name, self.cfg.host)
-        self._steady(vm.id, RUNNING)
+        self._vms.steady(vm.id, RUNNING)
 
     async def _keep_suspended(self, vm: VmRecord) -> None:
         """A SUSPENDED VM: its domain must be there, paused."""
@@ -557,13 +485,13 @@ class Agent:
             return
         if not domain.paused:
             await self.driver.suspend(vm.id)
-        self._steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
+        self._vms.steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
 
     async def _keep_stopped(self, vm: VmRecord) -> None:
         """A STOPPED VM: no domain (a leftover one, e.g. from an agent that died mid-stop, goes)."""
         if await self._domain(vm.id) is not None:
             await self.driver.stop(vm.id)
-        self._steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
+        self._vms.steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
 
     # --- power ----------------------------------------------------------------------------
 
@@ -574,24 +502,24 @@ class Agent:
         try:
             with TRACER.start_as_current_span("hypervisor.power", attributes={"vm": vm.name, "target": target.value}):
                 if target == PowerState.STOPPED:
-                    self._unsteady(vm.id, f"{vm.name} is stopping")
-                    await self._sync_guest(vm)
+                    self._vms.unsteady(vm.id, f"{vm.name} is stopping")
+                    await sync_guest(self.driver, vm, await self._domain(vm.id), self.cfg.sync_timeout)
                     await self.driver.stop(vm.id)
                     if await self._settle(vm, VmState.STOPPED, "stopped", generation):
-                        self._steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
+                        self._vms.steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
                 elif target == PowerState.SUSPENDED:
-                    self._unsteady(vm.id, f"{vm.name} is being suspended")
+                    self._vms.unsteady(vm.id, f"{vm.name} is being suspended")
                     await self.driver.suspend(vm.id)
                     if await self._settle(vm, VmState.SUSPENDED, "suspended", generation):
-                        self._steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
+                        self._vms.steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
                 elif vm.state == VmState.SUSPENDED:
                     await self.driver.resume(vm.id)
                     if await self._settle(vm, VmState.ACTIVE, "resumed", generation):
-                        self._steady(vm.id, RUNNING)
+                        self._vms.steady(vm.id, RUNNING)
                 else:  # start a STOPPED VM or restart an ACTIVE one: boot its disk again
                     doing = "restarting" if vm.state == VmState.ACTIVE else "starting"
-                    self._unsteady(vm.id)
-                    starting = await self._transition(vm.id, VmState.STARTING, doing, expect={VmState.ACTIVE, VmState.STOPPED}, known=entry)
+                    self._vms.unsteady(vm.id)
+                    starting = await self._records.transition(vm.id, VmState.STARTING, doing, expect={VmState.ACTIVE, VmState.STOPPED}, known=entry)
                     if starting is not None:
                         await self._start(records.load(VmRecord, starting.value), starting)
                     return
@@ -604,7 +532,7 @@ class Agent:
             rec.power_applied = max(rec.power_applied, generation)
             return True
 
-        done = await self._transition(
+        done = await self._records.transition(
             vm.id, state, message, expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED}, mutate=applied
         )
         if done is None:
@@ -616,7 +544,7 @@ class Agent:
         err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="POWER_ACTION_FAILED")
         LOG.error("%s: %s failed on %s: %s", vm.name, vm.power.lower(), self.cfg.host, err.message)
         domain = await self._domain(vm.id)
-        condition = _condition(domain)
+        condition = condition_of(domain)
         # What the VM is now, whatever was asked.
         state, power_state = {
             RUNNING: (VmState.ACTIVE, PowerState.RUNNING),
@@ -629,35 +557,20 @@ class Agent:
             rec.power_error = {**error_to_dict(err), "generation": generation}
             return True
 
-        await self._transition(
+        await self._records.transition(
             vm.id, state, f"{vm.power.lower()} failed: {err.message}", mutate=record,
             expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED},
         )
-        self._steady(vm.id, condition, "" if condition == RUNNING else f"{vm.name} is {state}")
-
-    async def _sync_guest(self, vm: VmRecord) -> None:
-        """Asks the guest to write what it holds in memory to its disk (a stop must not lose the
-        files its owner just wrote). A paused guest is resumed for it. Best effort, bounded."""
-        domain = await self._domain(vm.id)
-        if domain is None:
-            return
-        try:
-            async with asyncio.timeout(self.cfg.sync_timeout):
-                if domain.paused:
-                    await self.driver.resume(vm.id)
-                guest = self.driver.guest(vm.id)
-                async for event in guest.exec("sync"):
-                    if isinstance(event, Exit) and event.code != 0:
-                        LOG.warning("%s: sync in the guest exited %d", vm.name, event.code)
-        except (TimeoutError, DriverError) as exc:
-            LOG.warning("%s: the guest did not sync (%s); stopping it anyway", vm.name, exc or "timeout")
+        self._vms.steady(vm.id, condition, "" if condition == RUNNING else f"{vm.name} is {state}")
 
     # --- delete ---------------------------------------------------------------------------
 
     async def _forget(self, vm_id: str, vm: VmRecord | None) -> None:
         await self._teardown_files(vm_id)
+        if vm is not None:
+            await self._volumes.release(vm)
         await self._release(vm_id, vm, delete_record=True)
-        self._tracked.pop(vm_id, None)
+        self._vms.forget(vm_id)
         self._ssh_ports.release(vm_id)
         LOG.info("virtualMachines/%s removed from %s", vm_id, self.cfg.host)
 
@@ -666,86 +579,18 @@ class Agent:
         shutil.rmtree(self.cfg.run_dir / vm_id, ignore_errors=True)
 
     async def _release(self, vm_id: str, vm: VmRecord | None, *, delete_record: bool) -> None:
-        """Frees the VM's cores and memory and its placement; deletes its record and leases when
-        asked. One transaction, retried on conflicting usage updates."""
+        """Frees the VM's share of the host (and its record and leases with delete_record; a
+        FAILED VM keeps its record, to show why)."""
         if not delete_record:
             await self._teardown_files(vm_id)
-        usage_key = self._keys.usage(self.cfg.host)
-        while True:
-            entry = await self._store.get(usage_key)
-            usage = records.load(HostUsage, entry.value) if entry else HostUsage()
-            usage.remove(vm_id)
-            ops: list[Put | Delete] = [Put(usage_key, records.dump(usage)), Delete(self._keys.placement(self.cfg.host, vm_id))]
-            if delete_record:
-                ops.append(Delete(self._keys.vm(vm_id)))
-                if vm is not None:
-                    ops += [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
-            ok, _ = await self._store.txn([Compare.unchanged(entry, usage_key)], ops)
-            if ok:
-                return
-
-    # --- records --------------------------------------------------------------------------
-
-    async def _transition(
-        self,
-        vm_id: str,
-        state: VmState,
-        message: str,
-        *,
-        expect: set[VmState],
-        mutate: Callable[[VmRecord], bool] | None = None,
-        known: Entry | None = None,
-    ) -> Entry | None:
-        """Compare-and-set of a VM's state. Returns the record as written, or None if the VM
-        left the expected states meanwhile (e.g. it is being deleted). ``known`` is a version
-        this agent already holds: tried first, so the common case costs one transaction."""
-        entry = known
-        while True:
-            if entry is None:
-                entry = await self._store.get(self._keys.vm(vm_id))
-                if entry is None:
-                    return None
-            rec = records.load(VmRecord, entry.value)
-            if rec.state not in expect:
-                return None
-            rec.state, rec.update_time = state, time.time()
-            if message:
-                rec.state_message = message
-            if mutate is not None and not mutate(rec):
-                return None
-            value = records.dump(rec)
-            ok, revision = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)])
-            if ok:
-                return Entry(entry.key, value, revision, entry.create_revision)
-            entry = None
+        await self._records.release(vm_id, vm, delete_record=delete_record)
 
     # --- the guest, for Exec --------------------------------------------------------------
 
     def owns(self, vm_id: str) -> bool:
-        return vm_id in self._tracked
+        return vm_id in self._vms
 
     async def ready_guest(self, vm_id: str, timeout: float) -> GuestChannel:
         """The guest channel of a VM of this host, once its guest is ready."""
-        try:
-            async with asyncio.timeout(timeout):
-                tracked = await self._tracked_soon(vm_id)
-                while not tracked.ready.is_set():
-                    if tracked.failed:
-                        raise FailedPrecondition(f"virtualMachines/{vm_id} failed: {tracked.failed}", reason="VM_FAILED")
-                    if tracked.unavailable:
-                        raise FailedPrecondition(f"{tracked.unavailable}: start or resume it first", reason="VM_NOT_RUNNING")
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.2):
-                            await tracked.ready.wait()
-        except TimeoutError as exc:
-            raise DeadlineExceeded(f"virtualMachines/{vm_id} was not ready within {timeout:.0f}s") from exc
+        await self._vms.wait_ready(vm_id, timeout)
         return self.driver.guest(vm_id)
-
-    async def _tracked_soon(self, vm_id: str, grace: float = 5.0) -> _Tracked:
-        """The VM's entry; an Exec may arrive a moment before the placement's watch event."""
-        deadline = time.monotonic() + grace
-        while (tracked := self._tracked.get(vm_id)) is None:
-            if time.monotonic() > deadline:
-                raise VirtualMachineNotFound(f"virtualMachines/{vm_id} is not on hypervisor {self.cfg.host}")
-            await asyncio.sleep(0.02)
-        return tracked

@@ -40,7 +40,7 @@ class HypervisorAgentConfig:
     imagestore: str
     """The imagestore's internal endpoint, for image blobs."""
     state_dir: Path
-    """Holds run/ (per-VM overlays and sockets) and cache/ (image blobs)."""
+    """Holds run/ (per-VM overlays and sockets), volumes/ (volume data) and cache/ (image blobs)."""
     libvirt_uri: str = "qemu:///system"
     simulate: int = 1
     fake_vcpus: int = 16
@@ -109,8 +109,9 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
         run_dir = cfg.state_dir / "run" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         agent_cfg = AgentConfig(
-            host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio
-        )
+            host=name, endpoint=endpoint, run_dir=run_dir, volume_dir=cfg.state_dir / "volumes" / name,
+            lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio,
+        )  # fmt: skip
         agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore))
     sessions = ExecSessions()
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), server)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from services.common import records
 from services.common.keys import Keys
-from services.common.records import NameserverRecord, OperationRecord, VmRecord, VmState
+from services.common.records import NameserverRecord, OperationRecord, VmRecord, VmState, VolumeRecord
 from services.common.registration import Registration
 from services.common.store import Compare, Delete, EtcdStore, Put
 
@@ -95,13 +95,20 @@ class Reconciler:
     - VMs on a hypervisor whose lease expired become UNKNOWN (the agent restores them);
     - VMs whose label ``expire_time`` (Unix seconds) has passed are deleted (an idle VM kept for
       recycling by a batch system's policy lives until then);
-    - finished operations and their request ids are forgotten after a retention time.
+    - finished operations and their request ids are forgotten after a retention time;
+    - a volume still marked attached to a VM that no longer exists is freed, and network
+      interfaces of such a VM are removed with their leases (the VM's deletion frees both;
+      this catches a VM record removed any other way).
     """
 
-    def __init__(self, store: EtcdStore, keys: Keys, delete_vm: Callable[[str], Awaitable[object]]) -> None:
+    def __init__(
+        self, store: EtcdStore, keys: Keys, delete_vm: Callable[[str], Awaitable[object]],
+        remove_orphan_interfaces: Callable[[set[str]], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._keys = keys
         self._delete_vm = delete_vm
+        self._remove_orphan_interfaces = remove_orphan_interfaces
 
     async def step(self) -> None:
         live = {e.key.rsplit("/", 1)[-1] for e in (await self._store.get_prefix(self._keys.hypervisor(), keys_only=True))[0]}
@@ -121,9 +128,27 @@ class Reconciler:
                 ok, _ = await self._store.txn([Compare(e.key, e.mod_revision)], [Put(e.key, records.dump(vm))])
                 if ok:
                     LOG.warning("%s is UNKNOWN: %s", vm.name, vm.state_message)
+        await self._free_orphaned_volumes(present)
+        if self._remove_orphan_interfaces is not None:
+            await self._remove_orphan_interfaces(present)
         ops, _ = await self._store.get_prefix(self._keys.operation())
         now = time.time()
         for e in ops:
             op = records.load(OperationRecord, e.value)
             if now - op.create_time > OPERATION_RETENTION and op.vm_id not in present:
                 await self._store.txn([Compare(e.key, e.mod_revision)], [Delete(e.key)])
+
+    async def _free_orphaned_volumes(self, present: set[str]) -> None:
+        volumes, _ = await self._store.get_prefix(self._keys.volume())
+        for e in volumes:
+            volume = records.load(VolumeRecord, e.value)
+            vm_id = volume.attachment.get("vm", "")
+            if not volume.attachment or vm_id in present:
+                continue
+            volume.attachment = {}
+            # Guarded by the VM's absence too: a VM made since the scan above keeps its volume.
+            ok, _ = await self._store.txn(
+                [Compare(e.key, e.mod_revision), Compare(self._keys.vm(vm_id), 0)], [Put(e.key, records.dump(volume))]
+            )
+            if ok:
+                LOG.warning("%s was attached to virtualMachines/%s, which is gone: freed it", volume.name, vm_id)

@@ -25,13 +25,13 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
     VirtualMachineNotFound,
-    WnodesError,
     error_from_dict,
 )
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
 from services.common.names import parse_image, parse_resource_id
+from services.common.pagination import page_by_key
 from services.common.records import (
     HostUsage,
     HypervisorRecord,
@@ -43,9 +43,13 @@ from services.common.records import (
 )
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
 from services.nameserver import power, validation
+from services.nameserver.access import load_vm, may_see
 from services.nameserver.host_cache import HostCache
+from services.nameserver.networks import NetworkRegistry
+from services.nameserver.operations import OperationView, new_operation
 from services.nameserver.scheduling.host_state import PlacementRequest
 from services.nameserver.scheduling.scheduler import Scheduler
+from services.nameserver.volumes import VOLUME_KINDS, VolumeRegistry
 
 LOG = logging.getLogger(__name__)
 
@@ -64,16 +68,6 @@ class VmSpec:
     bandwidth_mbps: int = 0
     pinned_hypervisor: str = ""
     ssh_public_keys: list[str] = field(default_factory=list)
-
-
-@dataclass
-class OperationView:
-    op: OperationRecord
-    done: bool
-    vm: VmRecord | None
-    error: WnodesError | None = None
-    # The image version a finished save made.
-    image: ImageRecord | None = None
 
 
 # States from which a VM can be saved or have power actions: it is settled on its host.
@@ -95,6 +89,8 @@ class Registry:
         self._scheduler = scheduler
         self._hosts = hosts
         self._images = ImageCatalog(store, keys, cache_seconds=1.0)
+        self.volumes = VolumeRegistry(store, keys)
+        self.networks = NetworkRegistry(store, keys)
 
     # --- create ---------------------------------------------------------------------------
 
@@ -132,7 +128,7 @@ class Registry:
             request_id=request_id,
             trace_context=trace_context,
         )
-        op = OperationRecord(id=uuid.uuid4().hex, kind="create", vm_id=vm_id)
+        op = new_operation("create", vm_id, principal)
         placed = await self._place(vm, op)
         if placed is not None:  # another replica won with the same request id
             return await self.get_operation(placed.name, principal)
@@ -200,7 +196,10 @@ class Registry:
         validation.check_request_id(request_id)
         while True:
             entry, vm = await self._load_vm(vm_id, principal)
-            op = OperationRecord(id=uuid.uuid4().hex, kind="delete", vm_id=vm_id)
+            if vm.networks:  # its interfaces go first, freeing their leases; then read it again
+                await self.networks.release_vm(vm)
+                continue
+            op = new_operation("delete", vm_id, principal)
             if not vm.hypervisor:  # never placed: nothing runs, drop it here
                 ok, _ = await self._store.txn(
                     [Compare(entry.key, entry.mod_revision)],
@@ -257,10 +256,10 @@ class Registry:
                 )
             plan = power.plan(vm, action)
             if plan.noop:
-                op = _operation(action, vm_id, principal, generation=vm.power_applied)
+                op = new_operation(action, vm_id, principal, generation=vm.power_applied)
                 await self._store.put(self._keys.operation(op.id), records.dump(op))
                 return OperationView(op, done=True, vm=vm)
-            op = _operation(action, vm_id, principal, generation=vm.power_generation + 1)
+            op = new_operation(action, vm_id, principal, generation=vm.power_generation + 1)
             vm.power, vm.power_generation, vm.power_operation = plan.target, op.generation, op.id
             vm.state_message, vm.update_time = f"{action} requested", time.time()
             ok, revision = await self._store.txn(
@@ -311,7 +310,7 @@ class Registry:
                     f"images/{image} belongs to another VO: save under a new name or one of VO {vm.owner_vo!r}'s images",
                     reason="IMAGE_NOT_OWNED",
                 )
-            op = _operation("save", vm_id, principal, target=image)
+            op = new_operation("save", vm_id, principal, target=image)
             vm.pending_save = {"operation": op.id, "image": image}
             vm.state_message, vm.update_time = f"saving to images/{image}", time.time()
             ok, revision = await self._store.txn(
@@ -350,15 +349,7 @@ class Registry:
     # --- read -----------------------------------------------------------------------------
 
     async def _load_vm(self, vm_id: str, principal: Principal) -> tuple[Entry, VmRecord]:
-        entry = await self._store.get(self._keys.vm(vm_id))
-        if entry is None:
-            raise VirtualMachineNotFound(f"virtualMachines/{vm_id} does not exist")
-        vm = records.load(VmRecord, entry.value)
-        vm.revision = entry.mod_revision
-        if not _may_see(vm, principal):
-            # The same answer as a missing VM: never reveal another user's resources.
-            raise VirtualMachineNotFound(f"virtualMachines/{vm_id} does not exist")
-        return entry, vm
+        return await load_vm(self._store, self._keys, vm_id, principal)
 
     async def get_vm(self, vm_id: str, principal: Principal) -> VmRecord:
         return (await self._load_vm(vm_id, principal))[1]
@@ -384,23 +375,14 @@ class Registry:
     async def list_vms(
         self, principal: Principal, page_size: int, page_token: str, hypervisor: str = ""
     ) -> tuple[list[VmRecord], str]:
-        page_size = min(page_size or 100, 1000)
-        start_after = _decode_token(page_token)
-        out: list[VmRecord] = []
         host = hypervisor.removeprefix("hypervisors/")
-        while len(out) < page_size:
-            entries, _ = await self._store.get_prefix(self._keys.vm(), start_after=start_after, limit=page_size)
-            for e in entries:
-                vm = records.load(VmRecord, e.value)
-                vm.revision = e.mod_revision
-                if _may_see(vm, principal) and (not host or vm.hypervisor == host):
-                    out.append(vm)
-                start_after = e.key
-                if len(out) == page_size:
-                    break
-            if len(entries) < page_size:
-                return out, ""
-        return out, _encode_token(start_after)
+
+        def keep(e: Entry) -> VmRecord | None:
+            vm = records.load(VmRecord, e.value)
+            vm.revision = e.mod_revision
+            return vm if _may_see(vm, principal) and (not host or vm.hypervisor == host) else None
+
+        return await page_by_key(self._store, self._keys.vm(), keep, page_size, page_token)
 
     async def get_operation(self, op_name: str, principal: Principal) -> OperationView:
         op_id = parse_resource_id(op_name, "operations") if "/" in op_name else op_name
@@ -419,6 +401,8 @@ class Registry:
             return _power_operation_view(op, vm)
         if op.kind == "save":
             return await self._save_operation_view(op, vm)
+        if op.kind in VOLUME_KINDS:
+            return await self.volumes.operation_view(op, vm)
         if vm is None:
             return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before it became active"))
         if vm.state == VmState.ACTIVE:
@@ -486,13 +470,6 @@ class Registry:
         return out
 
 
-def _operation(kind: str, vm_id: str, principal: Principal, *, generation: int = 0, target: str = "") -> OperationRecord:
-    return OperationRecord(
-        id=uuid.uuid4().hex, kind=kind, vm_id=vm_id, generation=generation, target=target,
-        owner_user=principal.user, owner_vo=principal.vo,
-    )
-
-
 def _power_operation_view(op: OperationRecord, vm: VmRecord | None) -> OperationView:
     """A power action is done once the agent applied its generation (or gave up on it)."""
     if vm is None:
@@ -507,23 +484,9 @@ def _power_operation_view(op: OperationRecord, vm: VmRecord | None) -> Operation
 
 
 def _may_see(vm: VmRecord, principal: Principal) -> bool:
-    return principal.is_admin or vm.owner_user == principal.user and vm.owner_vo == principal.vo
+    return may_see(vm.owner_user, vm.owner_vo, principal)
 
 
 def _random_mac() -> str:
     # 52:54:00 is QEMU's prefix; the rest random and leased in etcd, so unique across the farm.
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
-
-
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode() if key else ""
-
-
-def _decode_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except ValueError as exc:
-        raise InvalidArgument("page_token is not one this service returned", reason="INVALID_PAGE_TOKEN") from exc
-

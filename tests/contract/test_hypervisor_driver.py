@@ -18,6 +18,7 @@ from services.hypervisor.drivers.base import (
     Exit,
     HypervisorDriver,
     Stdout,
+    VolumeSpec,
     new_exec_key,
 )
 from services.hypervisor.drivers.fake import FakeDriver
@@ -142,6 +143,27 @@ async def test_fake_export_failure_injection(tmp_path: Path) -> None:
     with pytest.raises(DriverError):
         await driver.export_disk("vm-bad", tmp_path / "disk.qcow2", tmp_path / "copy.qcow2")
     assert not (tmp_path / "copy.qcow2").exists()
+
+
+async def test_volumes_attach_and_detach_idempotently(driver: HypervisorDriver, tmp_path: Path) -> None:
+    if isinstance(driver, LibvirtDriver):
+        pytest.skip("libvirt's test:///default driver has no virDomainAttachDeviceFlags; tests/e2e/test_volumes.py covers libvirt")
+    # Prepare
+    await driver.define_and_start(spec("vm-v1", tmp_path))
+    data = tmp_path / "vol-1.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), "8M"], check=True)
+    volume = VolumeSpec(data, "vdb", serial="vol-1")
+
+    # Execute / Assert
+    await driver.attach_volume("vm-v1", volume)
+    await driver.attach_volume("vm-v1", volume)  # already there: left as it is
+    await driver.detach_volume("vm-v1", volume)
+    await driver.detach_volume("vm-v1", volume)  # not attached: nothing to do
+    await driver.detach_volume("vm-missing", volume)
+    with pytest.raises(DomainNotFound):
+        await driver.attach_volume("vm-missing", volume)
+    assert data.exists(), "detaching never touches the volume's data"
+    await driver.destroy("vm-v1")
 
 
 async def test_host_resources(driver: HypervisorDriver) -> None:

@@ -12,6 +12,8 @@ channel. The post-conditions in the docstrings are part of the contract and are 
   already in that state and raises DomainNotFound for a missing one;
 - ``export_disk`` writes a flat copy of a VM's disk and leaves the domain as it found it
   (running, paused or absent); on failure it leaves no copy;
+- ``attach_volume`` and ``detach_volume`` are idempotent: a volume already attached (the same
+  file) stays attached, one not attached stays detached;
 - ``list`` shows only the domains this driver owns (its name prefix), so an agent never touches
   a domain that is not WNoDeS's.
 
@@ -80,6 +82,8 @@ class VolumeSpec:
     path: Path
     device: str
     read_only: bool = False
+    # Seen by the guest (/sys/block/vdX/serial): how it finds the volume whatever it names it.
+    serial: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,17 @@ class HypervisorDriver(Protocol):
     async def resume(self, vm_id: str) -> None:
         """Continues a paused domain where it stopped. A running domain stays running; a
         missing one raises DomainNotFound."""
+        ...
+
+    async def attach_volume(self, vm_id: str, volume: VolumeSpec) -> None:
+        """Hot-plugs the volume into the domain as volume.device. A volume already attached
+        (the same file) is left as it is; DomainNotFound if the domain does not exist."""
+        ...
+
+    async def detach_volume(self, vm_id: str, volume: VolumeSpec) -> None:
+        """Hot-unplugs the volume (the same file) and returns once the domain let it go;
+        DriverError if the guest does not release it. A volume not attached, or a missing
+        domain, is not an error."""
         ...
 
     async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:

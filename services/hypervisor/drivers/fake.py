@@ -32,6 +32,7 @@ from services.hypervisor.drivers.base import (
     HostResources,
     Stderr,
     Stdout,
+    VolumeSpec,
     check_exec_key,
     new_exec_key,
 )
@@ -189,6 +190,8 @@ class FakeDriver:
         self.tasks: set[asyncio.Task[None]] = set()
         # vm id -> the last contextualisation its guest received
         self.contexts: dict[str, GuestContext] = {}
+        # vm id -> device -> the volume hot-plugged there
+        self.volumes: dict[str, dict[str, VolumeSpec]] = {}
 
     async def host_resources(self) -> HostResources:
         return self._resources
@@ -201,6 +204,7 @@ class FakeDriver:
         if self._start_delay:
             await asyncio.sleep(self._start_delay)
         self.domains[spec.vm_id] = spec
+        self.volumes[spec.vm_id] = {v.device: v for v in spec.volumes}
 
     async def destroy(self, vm_id: str) -> None:
         await self.stop(vm_id)
@@ -208,6 +212,7 @@ class FakeDriver:
     async def stop(self, vm_id: str) -> None:
         # The fake keeps no disk: stopping and destroying are the same to it.
         self.domains.pop(vm_id, None)
+        self.volumes.pop(vm_id, None)
         self.paused.discard(vm_id)
         self._channels.pop(vm_id, None)
         self.executions.pop(vm_id, None)
@@ -221,6 +226,22 @@ class FakeDriver:
         if vm_id not in self.domains:
             raise DomainNotFound(f"no domain for {vm_id}")
         self.paused.discard(vm_id)
+
+    async def attach_volume(self, vm_id: str, volume: VolumeSpec) -> None:
+        if vm_id not in self.domains:
+            raise DomainNotFound(f"no domain for {vm_id}")
+        attached = self.volumes.setdefault(vm_id, {})
+        if any(v.path == volume.path for v in attached.values()):
+            return
+        if volume.device in attached:
+            raise DriverError(f"{vm_id}: device {volume.device} is taken by {attached[volume.device].path}")
+        attached[volume.device] = volume
+
+    async def detach_volume(self, vm_id: str, volume: VolumeSpec) -> None:
+        attached = self.volumes.get(vm_id, {})
+        for device, spec in list(attached.items()):
+            if spec.path == volume.path:
+                del attached[device]
 
     async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
         # No disk behind a fake VM: the copy is a placeholder that says where it came from.

@@ -43,3 +43,13 @@ async def flatten(disk: Path, out: Path, *, compress: bool) -> None:
         part.rename(out)
     finally:
         part.unlink(missing_ok=True)
+
+
+async def create_volume(path: Path, size_mib: int) -> None:
+    """A new, empty qcow2 of size_mib (sparse: it takes room only as the guest writes)."""
+    part = path.with_name(path.name + ".part")
+    try:
+        await qemu_img("create", "-q", "-f", "qcow2", str(part), f"{size_mib}M", what=f"qemu-img could not create the volume {path}")
+        part.rename(path)
+    finally:
+        part.unlink(missing_ok=True)

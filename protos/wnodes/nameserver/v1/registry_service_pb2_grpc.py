@@ -4,10 +4,15 @@ import grpc
 import warnings
 
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from wnodes.v1 import hypervisor_pb2 as wnodes_dot_v1_dot_hypervisor__pb2
 from wnodes.v1 import hypervisor_service_pb2 as wnodes_dot_v1_dot_hypervisor__service__pb2
+from wnodes.v1 import network_pb2 as wnodes_dot_v1_dot_network__pb2
+from wnodes.v1 import network_service_pb2 as wnodes_dot_v1_dot_network__service__pb2
 from wnodes.v1 import virtual_machine_pb2 as wnodes_dot_v1_dot_virtual__machine__pb2
 from wnodes.v1 import virtual_machine_service_pb2 as wnodes_dot_v1_dot_virtual__machine__service__pb2
+from wnodes.v1 import volume_pb2 as wnodes_dot_v1_dot_volume__pb2
+from wnodes.v1 import volume_service_pb2 as wnodes_dot_v1_dot_volume__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -108,6 +113,96 @@ class RegistryServiceStub:
                 request_serializer=wnodes_dot_v1_dot_hypervisor__service__pb2.ListNameserversRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_hypervisor__service__pb2.ListNameserversResponse.FromString,
                 _registered_method=True)
+        self.CreateVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/CreateVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.CreateVolumeRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+                _registered_method=True)
+        self.GetVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/GetVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.GetVolumeRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+                _registered_method=True)
+        self.ListVolumes = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ListVolumes',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.ListVolumesRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_volume__service__pb2.ListVolumesResponse.FromString,
+                _registered_method=True)
+        self.DeleteVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DeleteVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.DeleteVolumeRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.OnlineVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/OnlineVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.OnlineVolumeRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+                _registered_method=True)
+        self.OfflineVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/OfflineVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.OfflineVolumeRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+                _registered_method=True)
+        self.AttachVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/AttachVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.AttachVolumeRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.DetachVolume = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DetachVolume',
+                request_serializer=wnodes_dot_v1_dot_volume__service__pb2.DetachVolumeRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/CreateNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/GetNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ListNetworks',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.DeleteNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DeleteNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.UpNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/UpNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.UpNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.DownNetwork = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DownNetwork',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.DownNetworkRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.Network.FromString,
+                _registered_method=True)
+        self.CreateNetworkInterface = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/CreateNetworkInterface',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.GetNetworkInterface = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/GetNetworkInterface',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.ListNetworkInterfaces = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ListNetworkInterfaces',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesResponse.FromString,
+                _registered_method=True)
+        self.DeleteNetworkInterface = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/DeleteNetworkInterface',
+                request_serializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.GetOperation = channel.unary_unary(
                 '/wnodes.nameserver.v1.RegistryService/GetOperation',
                 request_serializer=google_dot_longrunning_dot_operations__pb2.GetOperationRequest.SerializeToString,
@@ -207,6 +302,114 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVolumes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OnlineVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OfflineVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworkInterfaces(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOperation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -292,6 +495,96 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListNameservers,
                     request_deserializer=wnodes_dot_v1_dot_hypervisor__service__pb2.ListNameserversRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_hypervisor__service__pb2.ListNameserversResponse.SerializeToString,
+            ),
+            'CreateVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.CreateVolumeRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+            ),
+            'GetVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.GetVolumeRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+            ),
+            'ListVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVolumes,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.ListVolumesRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_volume__service__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'DeleteVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.DeleteVolumeRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'OnlineVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.OnlineVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.OnlineVolumeRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+            ),
+            'OfflineVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.OfflineVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.OfflineVolumeRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_volume__pb2.Volume.SerializeToString,
+            ),
+            'AttachVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.AttachVolumeRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'DetachVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachVolume,
+                    request_deserializer=wnodes_dot_v1_dot_volume__service__pb2.DetachVolumeRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'DeleteNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'UpNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.UpNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'DownNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownNetwork,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.DownNetworkRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.Network.SerializeToString,
+            ),
+            'CreateNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetworkInterface,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.CreateNetworkInterfaceRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.SerializeToString,
+            ),
+            'GetNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkInterface,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.GetNetworkInterfaceRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__pb2.NetworkInterface.SerializeToString,
+            ),
+            'ListNetworkInterfaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworkInterfaces,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesResponse.SerializeToString,
+            ),
+            'DeleteNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetworkInterface,
+                    request_deserializer=wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkInterfaceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'GetOperation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOperation,
@@ -682,6 +975,492 @@ class RegistryService:
             '/wnodes.nameserver.v1.RegistryService/ListNameservers',
             wnodes_dot_v1_dot_hypervisor__service__pb2.ListNameserversRequest.SerializeToString,
             wnodes_dot_v1_dot_hypervisor__service__pb2.ListNameserversResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/CreateVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.CreateVolumeRequest.SerializeToString,
+            wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/GetVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.GetVolumeRequest.SerializeToString,
+            wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ListVolumes',
+            wnodes_dot_v1_dot_volume__service__pb2.ListVolumesRequest.SerializeToString,
+            wnodes_dot_v1_dot_volume__service__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DeleteVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.DeleteVolumeRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OnlineVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/OnlineVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.OnlineVolumeRequest.SerializeToString,
+            wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OfflineVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/OfflineVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.OfflineVolumeRequest.SerializeToString,
+            wnodes_dot_v1_dot_volume__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/AttachVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.AttachVolumeRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DetachVolume',
+            wnodes_dot_v1_dot_volume__service__pb2.DetachVolumeRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/CreateNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.CreateNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/GetNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.GetNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ListNetworks',
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworksRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DeleteNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/UpNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.UpNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DownNetwork',
+            wnodes_dot_v1_dot_network__service__pb2.DownNetworkRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/CreateNetworkInterface',
+            wnodes_dot_v1_dot_network__service__pb2.CreateNetworkInterfaceRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/GetNetworkInterface',
+            wnodes_dot_v1_dot_network__service__pb2.GetNetworkInterfaceRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworkInterfaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ListNetworkInterfaces',
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesRequest.SerializeToString,
+            wnodes_dot_v1_dot_network__service__pb2.ListNetworkInterfacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/DeleteNetworkInterface',
+            wnodes_dot_v1_dot_network__service__pb2.DeleteNetworkInterfaceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

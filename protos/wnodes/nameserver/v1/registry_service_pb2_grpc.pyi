@@ -8,11 +8,16 @@ gateway after it authenticated the request.
 
 from collections import abc as _abc
 from google.longrunning import operations_pb2 as _operations_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from wnodes.v1 import hypervisor_pb2 as _hypervisor_pb2
 from wnodes.v1 import hypervisor_service_pb2 as _hypervisor_service_pb2
+from wnodes.v1 import network_pb2 as _network_pb2
+from wnodes.v1 import network_service_pb2 as _network_service_pb2
 from wnodes.v1 import virtual_machine_pb2 as _virtual_machine_pb2
 from wnodes.v1 import virtual_machine_service_pb2 as _virtual_machine_service_pb2
+from wnodes.v1 import volume_pb2 as _volume_pb2
+from wnodes.v1 import volume_service_pb2 as _volume_service_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -52,6 +57,24 @@ class RegistryServiceStub:
     GetHypervisor: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.GetHypervisorRequest, _hypervisor_pb2.Hypervisor]
     ListHypervisors: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListHypervisorsRequest, _hypervisor_service_pb2.ListHypervisorsResponse]
     ListNameservers: _grpc.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListNameserversRequest, _hypervisor_service_pb2.ListNameserversResponse]
+    CreateVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.CreateVolumeRequest, _volume_pb2.Volume]
+    GetVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.GetVolumeRequest, _volume_pb2.Volume]
+    ListVolumes: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.ListVolumesRequest, _volume_service_pb2.ListVolumesResponse]
+    DeleteVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.DeleteVolumeRequest, _empty_pb2.Empty]
+    OnlineVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.OnlineVolumeRequest, _volume_pb2.Volume]
+    OfflineVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.OfflineVolumeRequest, _volume_pb2.Volume]
+    AttachVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.AttachVolumeRequest, _operations_pb2.Operation]
+    DetachVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.DetachVolumeRequest, _operations_pb2.Operation]
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkRequest, _network_pb2.Network]
+    GetNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkRequest, _network_pb2.Network]
+    ListNetworks: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworksRequest, _network_service_pb2.ListNetworksResponse]
+    DeleteNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkRequest, _empty_pb2.Empty]
+    UpNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.UpNetworkRequest, _network_pb2.Network]
+    DownNetwork: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.DownNetworkRequest, _network_pb2.Network]
+    CreateNetworkInterface: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkInterfaceRequest, _network_pb2.NetworkInterface]
+    GetNetworkInterface: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkInterfaceRequest, _network_pb2.NetworkInterface]
+    ListNetworkInterfaces: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworkInterfacesRequest, _network_service_pb2.ListNetworkInterfacesResponse]
+    DeleteNetworkInterface: _grpc.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkInterfaceRequest, _empty_pb2.Empty]
     GetOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]
     WaitOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.WaitOperationRequest, _operations_pb2.Operation]
     """Returns when the operation is done or the timeout passes, whichever comes first."""
@@ -73,6 +96,24 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     GetHypervisor: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.GetHypervisorRequest, _hypervisor_pb2.Hypervisor]  # type: ignore[assignment]
     ListHypervisors: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListHypervisorsRequest, _hypervisor_service_pb2.ListHypervisorsResponse]  # type: ignore[assignment]
     ListNameservers: _aio.UnaryUnaryMultiCallable[_hypervisor_service_pb2.ListNameserversRequest, _hypervisor_service_pb2.ListNameserversResponse]  # type: ignore[assignment]
+    CreateVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.CreateVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    GetVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.GetVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    ListVolumes: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.ListVolumesRequest, _volume_service_pb2.ListVolumesResponse]  # type: ignore[assignment]
+    DeleteVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.DeleteVolumeRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    OnlineVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.OnlineVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    OfflineVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.OfflineVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
+    AttachVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.AttachVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    DetachVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.DetachVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    GetNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    ListNetworks: _aio.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworksRequest, _network_service_pb2.ListNetworksResponse]  # type: ignore[assignment]
+    DeleteNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    UpNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.UpNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    DownNetwork: _aio.UnaryUnaryMultiCallable[_network_service_pb2.DownNetworkRequest, _network_pb2.Network]  # type: ignore[assignment]
+    CreateNetworkInterface: _aio.UnaryUnaryMultiCallable[_network_service_pb2.CreateNetworkInterfaceRequest, _network_pb2.NetworkInterface]  # type: ignore[assignment]
+    GetNetworkInterface: _aio.UnaryUnaryMultiCallable[_network_service_pb2.GetNetworkInterfaceRequest, _network_pb2.NetworkInterface]  # type: ignore[assignment]
+    ListNetworkInterfaces: _aio.UnaryUnaryMultiCallable[_network_service_pb2.ListNetworkInterfacesRequest, _network_service_pb2.ListNetworkInterfacesResponse]  # type: ignore[assignment]
+    DeleteNetworkInterface: _aio.UnaryUnaryMultiCallable[_network_service_pb2.DeleteNetworkInterfaceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     GetOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     WaitOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.WaitOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Returns when the operation is done or the timeout passes, whichever comes first."""
@@ -175,6 +216,132 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _hypervisor_service_pb2.ListNameserversRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hypervisor_service_pb2.ListNameserversResponse, _abc.Awaitable[_hypervisor_service_pb2.ListNameserversResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateVolume(
+        self,
+        request: _volume_service_pb2.CreateVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def GetVolume(
+        self,
+        request: _volume_service_pb2.GetVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def ListVolumes(
+        self,
+        request: _volume_service_pb2.ListVolumesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_service_pb2.ListVolumesResponse, _abc.Awaitable[_volume_service_pb2.ListVolumesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteVolume(
+        self,
+        request: _volume_service_pb2.DeleteVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def OnlineVolume(
+        self,
+        request: _volume_service_pb2.OnlineVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def OfflineVolume(
+        self,
+        request: _volume_service_pb2.OfflineVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.Volume, _abc.Awaitable[_volume_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def AttachVolume(
+        self,
+        request: _volume_service_pb2.AttachVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def DetachVolume(
+        self,
+        request: _volume_service_pb2.DetachVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _network_service_pb2.CreateNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetwork(
+        self,
+        request: _network_service_pb2.GetNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworks(
+        self,
+        request: _network_service_pb2.ListNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_service_pb2.ListNetworksResponse, _abc.Awaitable[_network_service_pb2.ListNetworksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteNetwork(
+        self,
+        request: _network_service_pb2.DeleteNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def UpNetwork(
+        self,
+        request: _network_service_pb2.UpNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def DownNetwork(
+        self,
+        request: _network_service_pb2.DownNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.Network, _abc.Awaitable[_network_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetworkInterface(
+        self,
+        request: _network_service_pb2.CreateNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.NetworkInterface, _abc.Awaitable[_network_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetworkInterface(
+        self,
+        request: _network_service_pb2.GetNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.NetworkInterface, _abc.Awaitable[_network_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworkInterfaces(
+        self,
+        request: _network_service_pb2.ListNetworkInterfacesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_service_pb2.ListNetworkInterfacesResponse, _abc.Awaitable[_network_service_pb2.ListNetworkInterfacesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteNetworkInterface(
+        self,
+        request: _network_service_pb2.DeleteNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
 
     @_abc_1.abstractmethod
     def GetOperation(

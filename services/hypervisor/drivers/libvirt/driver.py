@@ -17,6 +17,7 @@ import logging
 import re
 import shutil
 import threading
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from services.hypervisor.drivers.base import (
     DomainSpec,
     DriverError,
     HostResources,
+    VolumeSpec,
 )
 from services.hypervisor.drivers.kvm import TCG_KERNEL_ARGS, detect_host_virtualization
-from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths, DomainXmlOptions, domain_xml
+from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths, DomainXmlOptions, domain_xml, volume_xml
 from services.hypervisor.drivers.libvirt.guest_channel import VirtioSerialChannel
 from services.hypervisor.drivers.qemu_img import flatten
 
@@ -65,6 +67,15 @@ def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
+def _disk_with_source(domain: Any, path: Path) -> str | None:
+    """The live XML of the domain's disk whose file is path, or None."""
+    for disk in ET.fromstring(domain.XMLDesc(0)).iterfind("devices/disk"):
+        source = disk.find("source")
+        if source is not None and source.get("file") == str(path):
+            return ET.tostring(disk, encoding="unicode")
+    return None
+
+
 class LibvirtDriver:
     """HypervisorDriver on libvirt. See the module docstring."""
 
@@ -79,6 +90,7 @@ class LibvirtDriver:
         tcg_kernel_args: str = TCG_KERNEL_ARGS,
         dac_label: str | None = None,
         guest_connect_timeout: float = 60.0,
+        detach_timeout: float = 15.0,
     ) -> None:
         """
         uri: libvirt connection URI.
@@ -93,6 +105,7 @@ class LibvirtDriver:
             relabelling; None uses libvirt's QEMU user, which must be able to reach the image
             files, the overlays and run_dir (every parent directory traversable).
         guest_connect_timeout: how long exec waits for a guest channel it has to connect first.
+        detach_timeout: how long a hot-unplug waits for the guest to release the disk.
         """
         self._uri = uri
         self._prefix = domain_prefix
@@ -102,6 +115,7 @@ class LibvirtDriver:
         self._tcg_kernel_args = tcg_kernel_args
         self._dac_label = dac_label
         self._guest_connect_timeout = guest_connect_timeout
+        self._detach_timeout = detach_timeout
         self._conn: Any = None
         self._conn_lock = threading.Lock()
         self._virtualization: str | None = None
@@ -249,6 +263,51 @@ class LibvirtDriver:
 
         with _TRACER.start_as_current_span("libvirt.suspend_domain" if pause else "libvirt.resume_domain", attributes={"wnodes.vm_id": vm_id}):
             await asyncio.to_thread(call)
+
+    async def attach_volume(self, vm_id: str, volume: VolumeSpec) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+
+        def call() -> None:
+            domain = self._lookup(self._connection(), name)
+            if domain is None:
+                raise DomainNotFound(f"no domain {name}")
+            try:
+                if _disk_with_source(domain, volume.path) is not None:
+                    return  # attached before (an agent that died before it recorded so)
+                domain.attachDeviceFlags(volume_xml(volume), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"attaching {volume.path.name} to {name} as {volume.device} failed: {exc}") from exc
+            LOG.info("attached %s to %s as %s", volume.path.name, name, volume.device)
+
+        with _TRACER.start_as_current_span("libvirt.attach_volume", attributes={"wnodes.vm_id": vm_id}):
+            await asyncio.to_thread(call)
+
+    async def detach_volume(self, vm_id: str, volume: VolumeSpec) -> None:
+        self._check_vm_id(vm_id)
+        name = self._domain_name(vm_id)
+
+        def still_attached(request: bool) -> bool:
+            domain = self._lookup(self._connection(), name)
+            disk = None if domain is None else _disk_with_source(domain, volume.path)
+            if disk is not None and request:
+                # Asks the guest to let go (ACPI eject); the disk leaves once it did.
+                domain.detachDeviceFlags(disk, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            return disk is not None
+
+        with _TRACER.start_as_current_span("libvirt.detach_volume", attributes={"wnodes.vm_id": vm_id}):
+            try:
+                if not await asyncio.to_thread(still_attached, True):
+                    return
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self._detach_timeout
+                while await asyncio.to_thread(still_attached, False):
+                    if loop.time() > deadline:
+                        raise DriverError(f"the guest of {name} did not release {volume.device} within {self._detach_timeout:.0f} s")
+                    await asyncio.sleep(0.1)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"detaching {volume.path.name} from {name} failed: {exc}") from exc
+        LOG.info("detached %s from %s", volume.path.name, name)
 
     async def export_disk(self, vm_id: str, disk: Path, out: Path, *, compress: bool = False) -> None:
         self._check_vm_id(vm_id)
