@@ -1,7 +1,7 @@
 """`make bench`: every figure of the project in one table, each next to a baseline measured in
 the same run, with the ratio. Also written as JSON (bench/results/bench.json).
 
-    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi]
+    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi|failover]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import batch, occi, placement, time_to_job
+from bench import batch, failover, occi, placement, time_to_job
 from deploy.stack.stack import DEFAULT_IMAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,6 +52,13 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         for accept in occi.RENDERINGS:
             rows.append((f"OCCI GET /compute/ ({c['entities']} entities), {accept}", f"{c[accept]['per_s']:.1f}/s",
                          "gRPC ListVirtualMachines (all pages)", f"{c['grpc_list_per_s']:.1f}/s", f"{c[accept]['per_s'] / c['grpc_list_per_s']:.2f}"))
+    if "failover" in results:
+        f = results["failover"]
+        rows.append(("nameserver SIGKILL -> next successful create (worst of 3)", f"{f['to_first_success_s'] * 1000:.0f} ms",
+                     "create p50 before the kill", f"{f['create_p50_before_s'] * 1000:.0f} ms",
+                     f"{f['to_first_success_s'] / f['create_p50_before_s']:.2f}"))
+        rows.append(("slowest create in the 3 s after a kill", f"{f['slowest_create_s'] * 1000:.0f} ms", "create p99 before the kill",
+                     f"{f['create_p99_before_s'] * 1000:.0f} ms", f"{f['slowest_create_s'] / f['create_p99_before_s']:.2f}"))
     if "placement" in results:
         p = results["placement"]
         rows.append((f"placements/s through the gateway ({p['hosts']} hosts, 3 replicas)", f"{p['creates_per_s']:.0f}/s",
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="VM boots per method for time to job")
     ap.add_argument("--creates", type=int, default=2000, help="creates for the placement benchmark")
     ap.add_argument("--hosts", type=int, default=100)
-    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi"])
+    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi", "failover"])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = ap.parse_args(argv)
     console = Console(width=150)
@@ -89,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "occi"):
             console.print("[bold]occi[/bold]: POST /compute/ to SSH-ready next to gRPC; GET of a 1,000-entity collection per rendering")
             results["occi"] = occi.run(work, args.images, max(3, args.runs // 3))
+        if args.only in (None, "failover"):
+            console.print("[bold]failover[/bold]: SIGKILL a nameserver replica under a stream of creates, three times")
+            results["failover"] = failover.run(work)
         if args.only in (None, "placement"):
             console.print(f"[bold]placement[/bold]: {args.creates} creates over {args.hosts} simulated hosts")
             results["placement"] = placement.run(work, args.hosts, args.creates)
