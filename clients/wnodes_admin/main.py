@@ -3,16 +3,18 @@
     wnodes-admin stack up|status|env|down|kill|restart   a whole deployment on this machine
     wnodes-admin hypervisors list|show                   the farm
     wnodes-admin vms list|show                           every VM, whoever owns it
-    wnodes-admin images list|show|upload                 the image catalogue
+    wnodes-admin images list|show|upload|publish|deprecate|delete   the image catalogue
     wnodes-admin nameservers list                        replicas and the duties they lead
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +160,40 @@ def images_upload(args: argparse.Namespace) -> int:
             args.name, folder / "disk.qcow2",
             kernel=folder / "vmlinux" if (folder / "vmlinux").exists() else None,
             initrd=folder / "initrd.img" if (folder / "initrd.img").exists() else None,
-            cmdline=args.cmdline, visibility=args.visibility,
+            cmdline=args.cmdline, visibility=args.visibility, publish=not args.no_publish,
             on_progress=lambda sent, total: progress.update(task, completed=sent, total=total),
         )
     emit_one(as_dict(version), args.output)
+    return 0
+
+
+def images_state(args: argparse.Namespace) -> int:
+    """publish, deprecate or delete one version."""
+    with _client(args) as c:
+        action = {"publish": c.publish_image, "deprecate": c.deprecate_image, "delete": c.delete_image}[args.images_cmd]
+        emit_one(as_dict(action(args.name)), args.output)
+    return 0
+
+
+def images_prefetch(args: argparse.Namespace) -> int:
+    """Warms host caches; with --wait, until each named host (or every host) advertises it."""
+    hosts = [h for h in args.hosts.split(",") if h]
+    with _client(args) as c:
+        response = c.prefetch_image(args.image, hosts)
+        version = response.image_version.name
+        cached: list[str] = []
+        if args.wait:
+            deadline = time.monotonic() + args.wait
+            with console.status(f"hosts pulling {version}", spinner="dots") if args.output != "json" else contextlib.nullcontext():
+                while True:
+                    farm = [h for h in c.list_hypervisors() if not hosts or h.name.removeprefix("hypervisors/") in hosts]
+                    cached = [h.name for h in farm if version in h.cached_images]
+                    if farm and len(cached) == len(farm):
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"after {args.wait}s only {len(cached)} of {len(farm)} hosts hold {version}")
+                    time.sleep(0.5)
+    emit_one({"image_version": version, "hosts": ",".join(hosts) or "all", "cached_on": ",".join(cached)}, args.output)
     return 0
 
 
@@ -226,7 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("dir")
     upload.add_argument("--cmdline", default="")
     upload.add_argument("--visibility", choices=["PRIVATE", "VO", "PUBLIC"], default="VO")
+    upload.add_argument("--no-publish", action="store_true", help="register it BUILDING; 'images publish' makes it usable")
     upload.set_defaults(fn=images_upload)
+    for action, text in (("publish", "make a version AVAILABLE to new VMs"), ("deprecate", "refuse a version to new VMs (running ones keep it)"),
+                         ("delete", "mark a version DELETED; caches drop it once unused")):
+        cmd = images.add_parser(action, parents=[OUTPUT], help=text)
+        cmd.add_argument("name", help="images/NAME/versions/N (or NAME/versions/N)")
+        cmd.set_defaults(fn=images_state)
+
+    prefetch = images.add_parser("prefetch", parents=[OUTPUT], help="warm host caches with an image's newest version")
+    prefetch.add_argument("image", help="NAME or images/NAME")
+    prefetch.add_argument("--hosts", default="", help="comma-separated hypervisor names (default: every host)")
+    prefetch.add_argument("--wait", type=float, default=0, help="wait up to this many seconds until the hosts hold it")
+    prefetch.set_defaults(fn=images_prefetch)
 
     ns = sub.add_parser("nameservers", parents=[OUTPUT], help="nameserver replicas").add_subparsers(dest="ns_cmd", required=True)
     ns.add_parser("list", parents=[OUTPUT]).set_defaults(fn=nameservers_list)

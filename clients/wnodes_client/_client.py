@@ -415,6 +415,31 @@ class Client:
         version: image_pb2.ImageVersion = self._call(self._images.GetImageVersion, image_service_pb2.GetImageVersionRequest(name=name))
         return version
 
+    def publish_image(self, name: str) -> image_pb2.ImageVersion:
+        """Makes images/NAME/versions/N AVAILABLE: new VMs of NAME use it."""
+        request = image_service_pb2.PublishImageVersionRequest(name=_image_version_name(name))
+        version: image_pb2.ImageVersion = self._call(self._images.PublishImageVersion, request)
+        return version
+
+    def deprecate_image(self, name: str) -> image_pb2.ImageVersion:
+        """Stops new VMs from using the version; running VMs keep it."""
+        request = image_service_pb2.DeprecateImageVersionRequest(name=_image_version_name(name))
+        version: image_pb2.ImageVersion = self._call(self._images.DeprecateImageVersion, request)
+        return version
+
+    def delete_image(self, name: str) -> image_pb2.ImageVersion:
+        """Marks the version DELETED (its number is never reused)."""
+        request = image_service_pb2.DeleteImageVersionRequest(name=_image_version_name(name))
+        version: image_pb2.ImageVersion = self._call(self._images.DeleteImageVersion, request)
+        return version
+
+    def prefetch_image(self, image: str, hosts: Sequence[str] = ()) -> image_service_pb2.PrefetchImageResponse:
+        """Asks hosts (every host if none are named) to cache the image's newest version and to
+        follow it as new versions are published. Admins only."""
+        request = image_service_pb2.PrefetchImageRequest(name=_image_version_name(image), hosts=list(hosts))
+        response: image_service_pb2.PrefetchImageResponse = self._call(self._images.PrefetchImage, request)
+        return response
+
     def upload_image(
         self,
         image: str,
@@ -425,15 +450,21 @@ class Client:
         cmdline: str = "",
         visibility: str = "PUBLIC",
         description: str = "",
+        publish: bool = True,
+        sha256: dict[str, str] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> image_pb2.ImageVersion:
         """Uploads files as a new version of image; checksums are computed here and verified by
-        the imagestore, so a corrupted or cut transfer is refused."""
+        the imagestore, so a corrupted or cut transfer is refused. publish=False registers the
+        version BUILDING (publish it with publish_image). sha256 declares a part's checksum
+        instead of computing it (a caller that knows it already)."""
         parts = {"disk": disk} | ({"kernel": kernel} if kernel else {}) | ({"initrd": initrd} if initrd else {})
-        blobs = {p: image_pb2.Blob(sha256=_sha256(f), size_bytes=f.stat().st_size) for p, f in parts.items()}
+        declared = sha256 or {}
+        blobs = {p: image_pb2.Blob(sha256=declared.get(p) or _sha256(f), size_bytes=f.stat().st_size) for p, f in parts.items()}
         header = image_pb2.ImageVersion(
             image=image, visibility=image_pb2.ImageVersion.Visibility.Value(visibility), format="qcow2",
             architecture="x86_64", disk=blobs["disk"], description=description,
+            state=image_pb2.ImageVersion.AVAILABLE if publish else image_pb2.ImageVersion.BUILDING,
         )
         if kernel:
             header.direct_boot.CopyFrom(image_pb2.DirectBoot(kernel=blobs["kernel"], initrd=blobs.get("initrd"), cmdline=cmdline))
@@ -488,6 +519,10 @@ def _network_name(name: str) -> str:
 
 def _interface_name(name: str) -> str:
     return name if name.startswith("networkInterfaces/") else f"networkInterfaces/{name}"
+
+
+def _image_version_name(name: str) -> str:
+    return name if name.startswith("images/") else f"images/{name}"
 
 
 def _volume_name(name: str) -> str:

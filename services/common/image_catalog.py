@@ -34,6 +34,20 @@ class ImageCatalog:
             self._cache[image] = (now, found)
         return found
 
+    async def visible(self, image: str, principal: Principal, *, fresh: bool = False) -> list[ImageRecord]:
+        """The image's versions the caller may see (every image's with "")."""
+        return [r for r in await self.versions(image, fresh=fresh) if r.visible_to(principal.vo, principal.is_admin, principal.user)]
+
+    async def get(self, image: str, version: int | None, principal: Principal) -> ImageRecord:
+        """The version named (in any state), or the newest AVAILABLE one. A version the caller
+        may not see is reported exactly like one that does not exist: NOT_FOUND, no details."""
+        if version is None:
+            return await self.resolve(image, None, principal)
+        for r in await self.visible(image, principal, fresh=True):
+            if r.version == version:
+                return r
+        raise ImageNotFound(f"images/{image}/versions/{version} does not exist or is not visible to you", metadata={"image": image})
+
     async def resolve(self, image: str, version: int | None, principal: Principal) -> ImageRecord:
         """The version to boot: the one named, or the newest AVAILABLE one the caller may use.
         A name the cache does not know is looked up afresh before it is called missing: a
@@ -42,25 +56,30 @@ class ImageCatalog:
         cached = await self.versions(image)
         if not any(r.version == version or version is None for r in cached):
             cached = await self.versions(image, fresh=True)
-        visible = [r for r in cached if r.visible_to(principal.vo, principal.is_admin)]
+        visible = [r for r in cached if r.visible_to(principal.vo, principal.is_admin, principal.user)]
         if not visible:
-            names = sorted({r.image for r in await self.versions() if r.visible_to(principal.vo, principal.is_admin)})
+            names = sorted({r.image for r in await self.visible("", principal)})
             raise ImageNotFound(
                 f"image {image!r} does not exist or is not visible to VO {principal.vo!r}; "
                 f"available: {', '.join(names) or 'none'}",
                 metadata={"image": image},
             )
+        available = [r for r in visible if r.state == "AVAILABLE"]
         if version is not None:
             for r in visible:
                 if r.version == version:
                     if r.state != "AVAILABLE":
-                        raise FailedPrecondition(
-                            f"images/{image}/versions/{version} is {r.state.lower()}; new VMs cannot use it",
-                            reason="IMAGE_NOT_AVAILABLE",
-                        )
+                        raise FailedPrecondition(unusable_message(r, available), reason=f"IMAGE_{r.state}")
                     return r
             raise ImageNotFound(f"images/{image} has no version {version}", metadata={"image": image})
-        available = [r for r in visible if r.state == "AVAILABLE"]
         if not available:
-            raise FailedPrecondition(f"images/{image} has no available version", reason="IMAGE_NOT_AVAILABLE")
+            states = ", ".join(sorted({r.state.lower() for r in visible}))
+            raise FailedPrecondition(f"images/{image} has no available version (its versions are {states})", reason="IMAGE_NOT_AVAILABLE")
         return max(available, key=lambda r: r.version)
+
+
+def unusable_message(record: ImageRecord, available: list[ImageRecord]) -> str:
+    """Why a version cannot boot new VMs, and what to use instead."""
+    newest = max(available, key=lambda r: r.version, default=None)
+    instead = f"; use {newest.name} (or just {record.image!r} for the newest)" if newest else ""
+    return f"{record.name} is {record.state.lower()}: new VMs cannot use it (running VMs keep it){instead}"

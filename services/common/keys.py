@@ -72,5 +72,9 @@ class Keys:
             return f"{self.root}/images/{image}/" if image else f"{self.root}/images/"
         return f"{self.root}/images/{image}/{version:08d}"
 
+    def prefetch(self, image: str = "") -> str:
+        """A request that hosts warm their caches with an image's newest version."""
+        return f"{self.root}/prefetches/{image}"
+
     def election(self, duty: str) -> str:
         return f"{self.root}/elections/{duty}"

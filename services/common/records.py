@@ -308,5 +308,30 @@ class ImageRecord:
     def name(self) -> str:
         return f"images/{self.image}/versions/{self.version}"
 
-    def visible_to(self, vo: str, is_admin: bool = False) -> bool:
-        return is_admin or self.visibility == "PUBLIC" or self.owner_vo == vo
+    def visible_to(self, vo: str, is_admin: bool = False, user: str = "") -> bool:
+        """PUBLIC: everyone; VO: members of the owner VO; PRIVATE: the uploader only (in the
+        owner VO). A DELETED version is visible to admins only: it is kept as a tombstone so
+        its number is never reused, not as something to use."""
+        if is_admin:
+            return True
+        if self.state == "DELETED":
+            return False
+        if self.visibility == "PUBLIC":
+            return True
+        if self.visibility == "PRIVATE":
+            return self.owner_vo == vo and bool(user) and self.owner_user == user
+        return self.owner_vo == vo
+
+
+@dataclass
+class PrefetchRecord:
+    """Hosts should hold the newest AVAILABLE version of image in their caches (and keep
+    following it as new versions are published). hosts empty: every host."""
+
+    image: str
+    hosts: list[str] = field(default_factory=list)
+    requested_by: str = ""
+    create_time: float = field(default_factory=time.time)
+
+    def addresses(self, host: str) -> bool:
+        return not self.hosts or host in self.hosts

@@ -249,6 +249,24 @@ class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
         principal = self._auth.authenticate(context)
         return await self._b.imagestore.UploadImageVersion(request_iterator, metadata=principal.to_metadata())
 
+    @maps_errors
+    async def PublishImageVersion(self, request: image_service_pb2.PublishImageVersionRequest, context: Ctx) -> image_pb2.ImageVersion:
+        return await call(self._auth.authenticate(context), self._b.imagestore.PublishImageVersion, request)
+
+    @maps_errors
+    async def DeprecateImageVersion(
+        self, request: image_service_pb2.DeprecateImageVersionRequest, context: Ctx
+    ) -> image_pb2.ImageVersion:
+        return await call(self._auth.authenticate(context), self._b.imagestore.DeprecateImageVersion, request)
+
+    @maps_errors
+    async def DeleteImageVersion(self, request: image_service_pb2.DeleteImageVersionRequest, context: Ctx) -> image_pb2.ImageVersion:
+        return await call(self._auth.authenticate(context), self._b.imagestore.DeleteImageVersion, request)
+
+    @maps_errors
+    async def PrefetchImage(self, request: image_service_pb2.PrefetchImageRequest, context: Ctx) -> image_service_pb2.PrefetchImageResponse:
+        return await call(self._auth.authenticate(context), self._b.imagestore.PrefetchImage, request)
+
 
 class HypervisorServicer(hypervisor_service_pb2_grpc.HypervisorServiceServicer):
     def __init__(self, backends: Backends, auth: Authenticator) -> None:

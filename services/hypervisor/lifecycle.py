@@ -348,12 +348,16 @@ class Agent:
 
     async def _image(self, vm: VmRecord) -> CachedImage | None:
         image = await self._image_record(vm.image_version)
-        cached = await self._cache.ensure(image) if self._cache else None
-        if self._record is not None and vm.image_version not in self._record.cached_images:
-            self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
+        cached = await self._cache.ensure(image, holder=vm.id) if self._cache else None
+        await self.note_cached(vm.image_version)
+        return cached
+
+    async def note_cached(self, image_version: str) -> None:
+        """Advertises that this host's cache holds the version (placement prefers such hosts)."""
+        if self._record is not None and image_version not in self._record.cached_images:
+            self._record.cached_images = sorted({*self._record.cached_images, image_version})
             if self._registration is not None:
                 await self._registration.publish()
-        return cached
 
     async def _define_and_start(self, vm: VmRecord, image: CachedImage | None, endpoint: str) -> str:
         """Starts the domain; returns the SSH endpoint it got. A forward port that something
@@ -454,6 +458,8 @@ class Agent:
 
     async def _adopt(self, vm: VmRecord) -> None:
         """A VM that should run here: check its domain is there and its guest answers."""
+        if self._cache and vm.image_version:  # its disk is backed by a cached blob: never evict it
+            self._cache.hold(vm.id, await self._image_record(vm.image_version))
         domain = await self._domain(vm.id)
         if domain is not None and domain.paused:
             # Left paused by an agent that died while it held the VM still (suspend, save).
@@ -571,6 +577,8 @@ class Agent:
             await self._volumes.release(vm)
         await self._release(vm_id, vm, delete_record=True)
         self._vms.forget(vm_id)
+        if self._cache:
+            self._cache.release(vm_id)  # its image may now be evicted
         self._ssh_ports.release(vm_id)
         LOG.info("virtualMachines/%s removed from %s", vm_id, self.cfg.host)
 

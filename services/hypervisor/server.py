@@ -15,11 +15,13 @@ from pathlib import Path
 
 from services.common import config, serve, telemetry
 from services.common.keys import Keys
+from services.common.records import ImageRecord
 from services.common.store import EtcdStore
 from services.hypervisor.drivers.base import HypervisorDriver
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.exec_sessions import ExecSessions
 from services.hypervisor.image_cache import ImageCache
+from services.hypervisor.image_updates import ImageUpdater
 from services.hypervisor.imagestore_client import ImagestoreClient
 from services.hypervisor.lifecycle import Agent, AgentConfig
 from services.hypervisor.servicer import AgentServicer
@@ -50,6 +52,12 @@ class HypervisorAgentConfig:
     domain_prefix: str = ""
     """libvirt domain names of this agent's VMs start with this (default wnodes-<host>-); the
     agent treats every domain with the prefix as its own."""
+    cache_max_bytes: int = 0
+    """The image cache's size limit (0: none); unused versions are evicted least recently used."""
+    cache_retention_seconds: float = 3600.0
+    """How long a superseded, unused image version stays in the cache after its last use."""
+    fake_image_cache: bool = False
+    """With the fake driver, still pull images into the cache (distribution tests, benchmarks)."""
     qemu_as_root: bool = False
     """Run QEMU as root (a one-machine development stack whose state lives in private
     directories); a site keeps libvirt's unprivileged qemu user."""
@@ -72,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     p.add_argument("--cpu-allocation-ratio", type=float, default=1.0, help="vCPUs offered per physical CPU")
     p.add_argument("--domain-prefix", default=config.env("HYPERVISOR_DOMAIN_PREFIX", ""),
                    help="libvirt domain name prefix (default wnodes-<host>-); every domain with it is this agent's")
+    p.add_argument("--cache-max-bytes", type=int, default=int(config.env("HYPERVISOR_CACHE_MAX_BYTES", "0")),
+                   help="image cache size limit in bytes (0: none); unused versions are evicted least recently used")
+    p.add_argument("--cache-retention-seconds", type=float, default=float(config.env("HYPERVISOR_CACHE_RETENTION_SECONDS", "3600")),
+                   help="how long a superseded, unused image version stays cached")
+    p.add_argument("--fake-image-cache", action="store_true", help="with --driver fake: still pull images into the cache")
     p.add_argument("--qemu-as-root", action="store_true", help="run QEMU as root (development stacks in private directories)")
     a = p.parse_args(argv)
     if a.simulate > 1 and a.driver != "fake":
@@ -79,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     return HypervisorAgentConfig(
         host=a.host, driver=a.driver, listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root,
         imagestore=a.imagestore, state_dir=a.state_dir, libvirt_uri=a.libvirt_uri, simulate=a.simulate,
-        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root, domain_prefix=a.domain_prefix, cpu_allocation_ratio=a.cpu_allocation_ratio,
+        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root,
+        cache_max_bytes=a.cache_max_bytes, cache_retention_seconds=a.cache_retention_seconds, fake_image_cache=a.fake_image_cache, domain_prefix=a.domain_prefix, cpu_allocation_ratio=a.cpu_allocation_ratio,
     )
 
 
@@ -101,8 +115,10 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     server, health, port = await serve.make_server(cfg.listen)
     endpoint = f"{cfg.listen.rsplit(':', 1)[0]}:{port}"
     imagestore = ImagestoreClient(cfg.imagestore) if cfg.imagestore else None
-    # The fake driver boots nothing: no image cache (saves still upload, a placeholder disk).
-    cache = ImageCache(cfg.state_dir / "cache", imagestore) if imagestore and cfg.driver != "fake" else None
+    # The fake driver boots nothing: no image cache (saves still upload, a placeholder disk),
+    # unless asked for to measure distribution.
+    wants_cache = cfg.driver != "fake" or cfg.fake_image_cache
+    cache = ImageCache(cfg.state_dir / "cache", imagestore, cfg.cache_max_bytes) if imagestore and wants_cache else None
     names = [cfg.host] if cfg.simulate <= 1 else [f"{cfg.host}-{i:03d}" for i in range(cfg.simulate)]
     agents = []
     for name in names:
@@ -118,11 +134,22 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     await server.start()
     for agent in agents:
         await agent.start()
+    updater = None
+    if cache is not None:
+
+        async def advertise(record: ImageRecord) -> None:
+            for agent in agents:
+                await agent.note_cached(record.name)
+
+        updater = ImageUpdater(store, keys, cache, cfg.host, retention_seconds=cfg.cache_retention_seconds, on_cached=advertise)
+        await updater.start()
     await serve.set_serving(health)
     LOG.info("hypervisor agent serving %d host(s) on %s with the %s driver", len(agents), endpoint, cfg.driver)
     await stop.wait()
     LOG.info("hypervisor agent stopping (VMs keep running; a restarted agent adopts them)")
     await server.stop(grace=1)
+    if updater is not None:
+        await updater.stop()
     await sessions.close()
     for agent in agents:
         await agent.stop()

@@ -7,10 +7,11 @@ import logging
 import re
 
 from services.common import records
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import Aborted, FailedPrecondition, ImageNotFound, InvalidArgument, PermissionDenied, Unavailable
+from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
-from services.common.records import ImageRecord
+from services.common.records import ImageRecord, PrefetchRecord
 from services.common.store import Compare, EtcdStore, Put
 
 LOG = logging.getLogger(__name__)
@@ -18,6 +19,14 @@ LOG = logging.getLogger(__name__)
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 VISIBILITIES = {"PRIVATE", "VO", "PUBLIC"}
+
+# The life of a version: which state each catalogue action may start from. DELETED is final;
+# a DEPRECATED version may be published again (an operator undoing a deprecation).
+TRANSITIONS: dict[str, tuple[set[str], str]] = {
+    "publish": ({"BUILDING", "DEPRECATED", "AVAILABLE"}, "AVAILABLE"),
+    "deprecate": ({"AVAILABLE", "DEPRECATED"}, "DEPRECATED"),
+    "delete": ({"BUILDING", "AVAILABLE", "DEPRECATED", "DELETED"}, "DELETED"),
+}
 
 
 class Catalog(ImageCatalog):
@@ -37,6 +46,41 @@ class Catalog(ImageCatalog):
                 LOG.info("registered %s (%s, VO %s)", record.name, record.visibility, record.owner_vo)
                 return record
         raise Unavailable(f"could not register a new version of {record.image}: too many concurrent uploads")
+
+    async def request_prefetch(self, image: str, hosts: list[str], principal: Principal) -> ImageRecord:
+        """Records that hosts should cache (and follow) the image; returns the version they pull."""
+        if not principal.is_admin:
+            raise PermissionDenied("only admins may prefetch images into host caches")
+        newest = await self.resolve(image, None, principal)
+        request = PrefetchRecord(image=image, hosts=sorted(hosts), requested_by=principal.user)
+        await self._store.put(self._keys.prefetch(image), records.dump(request))
+        LOG.info("prefetch of %s requested on %s", newest.name, ", ".join(request.hosts) or "every host")
+        return newest
+
+    async def transition(self, image: str, version: int, action: str, principal: Principal) -> ImageRecord:
+        """Moves a version to the state the action leads to, as one etcd compare-and-swap.
+        Only the owner VO (or an admin) may; a version the caller cannot see is NOT_FOUND.
+        Repeating an action is not an error (publish of an AVAILABLE version returns it)."""
+        allowed, target = TRANSITIONS[action]
+        key = self._keys.image_version(image, version)
+        for _ in range(5):
+            entry = await self._store.get(key)
+            record = records.load(ImageRecord, entry.value) if entry else None
+            if record is None or not record.visible_to(principal.vo, principal.is_admin, principal.user):
+                raise ImageNotFound(f"images/{image}/versions/{version} does not exist or is not visible to you", metadata={"image": image})
+            if record.owner_vo != principal.vo and not principal.is_admin:
+                raise PermissionDenied(f"only VO {record.owner_vo!r} or an admin may {action} {record.name}")
+            if record.state not in allowed:
+                raise FailedPrecondition(f"cannot {action} {record.name}: it is {record.state.lower()}", reason=f"IMAGE_{record.state}")
+            if record.state == target:
+                return record
+            record.state = target
+            assert entry is not None
+            ok, _ = await self._store.txn([Compare(key, entry.mod_revision)], [Put(key, records.dump(record))])
+            if ok:
+                LOG.info("%s is now %s (by %s/%s)", record.name, target, principal.user, principal.vo)
+                return record
+        raise Aborted(f"{image}/versions/{version} changed concurrently; try again")
 
 
 def check_header(image: str, visibility: str, blobs: dict[str, tuple[str, int]]) -> None:

@@ -30,7 +30,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         self, request: image_service_pb2.GetImageVersionRequest, context: Ctx
     ) -> image_pb2.ImageVersion:
         image, version = parse_image(request.name)
-        record = await self._catalog.resolve(image, version, principal_of(context))
+        record = await self._catalog.get(image, version, principal_of(context))
         return image_to_proto(record)
 
     @maps_errors
@@ -39,7 +39,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
     ) -> image_service_pb2.ListImageVersionsResponse:
         principal = principal_of(context)
         image = parse_image(request.parent)[0] if request.parent else ""
-        visible = [r for r in await self._catalog.versions(image) if r.visible_to(principal.vo, principal.is_admin)]
+        visible = await self._catalog.visible(image, principal)
         page, token = page_of(visible, request.page_size, request.page_token)
         return image_service_pb2.ListImageVersionsResponse(
             image_versions=[image_to_proto(r) for r in page], next_page_token=token
@@ -103,8 +103,40 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
             initrd=ref("initrd"),
             cmdline=header.direct_boot.cmdline,
             description=header.description,
+            # Published (usable by new VMs) only once every blob has arrived and matched its
+            # sha256: a refused upload leaves no version behind.
+            state="BUILDING" if header.state == image_pb2.ImageVersion.BUILDING else "AVAILABLE",
         )
         return image_to_proto(await self._catalog.register(record))
+
+    @maps_errors
+    async def PublishImageVersion(self, request: image_service_pb2.PublishImageVersionRequest, context: Ctx) -> image_pb2.ImageVersion:
+        return await self._transition(request.name, "publish", context)
+
+    @maps_errors
+    async def DeprecateImageVersion(
+        self, request: image_service_pb2.DeprecateImageVersionRequest, context: Ctx
+    ) -> image_pb2.ImageVersion:
+        return await self._transition(request.name, "deprecate", context)
+
+    @maps_errors
+    async def DeleteImageVersion(self, request: image_service_pb2.DeleteImageVersionRequest, context: Ctx) -> image_pb2.ImageVersion:
+        return await self._transition(request.name, "delete", context)
+
+    @maps_errors
+    async def PrefetchImage(self, request: image_service_pb2.PrefetchImageRequest, context: Ctx) -> image_service_pb2.PrefetchImageResponse:
+        image, version = parse_image(request.name)
+        if version is not None:
+            raise InvalidArgument("prefetch names an image (images/NAME): hosts take its newest available version", reason="IMAGE_NAME_REQUIRED")
+        hosts = [h.removeprefix("hypervisors/") for h in request.hosts]
+        newest = await self._catalog.request_prefetch(image, hosts, principal_of(context))
+        return image_service_pb2.PrefetchImageResponse(image_version=image_to_proto(newest), hosts=hosts)
+
+    async def _transition(self, name: str, action: str, context: Ctx) -> image_pb2.ImageVersion:
+        image, version = parse_image(name)
+        if version is None:
+            raise InvalidArgument(f"{action} needs a version: images/{image}/versions/N", reason="VERSION_REQUIRED")
+        return image_to_proto(await self._catalog.transition(image, version, action, principal_of(context)))
 
     @maps_errors
     async def DownloadBlob(

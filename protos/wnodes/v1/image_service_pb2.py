@@ -25,23 +25,33 @@ _sym_db = _symbol_database.Default()
 from wnodes.v1 import image_pb2 as wnodes_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwnodes/v1/image_service.proto\x12\twnodes.v1\x1a\x15wnodes/v1/image.proto\"&\n\x16GetImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x18ListImageVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x19ListImageVersionsResponse\x12/\n\x0eimage_versions\x18\x01 \x03(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x19UploadImageVersionRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersionH\x00\x12;\n\x05\x63hunk\x18\x02 \x01(\x0b\x32*.wnodes.v1.UploadImageVersionRequest.ChunkH\x00\x1a#\n\x05\x43hunk\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x42\t\n\x07payload2\x94\x02\n\x0cImageService\x12M\n\x0fGetImageVersion\x12!.wnodes.v1.GetImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12^\n\x11ListImageVersions\x12#.wnodes.v1.ListImageVersionsRequest\x1a$.wnodes.v1.ListImageVersionsResponse\x12U\n\x12UploadImageVersion\x12$.wnodes.v1.UploadImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwnodes/v1/image_service.proto\x12\twnodes.v1\x1a\x15wnodes/v1/image.proto\"3\n\x14PrefetchImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\"V\n\x15PrefetchImageResponse\x12.\n\rimage_version\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\r\n\x05hosts\x18\x02 \x03(\t\"*\n\x1aPublishImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1c\x44\x65precateImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19\x44\x65leteImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16GetImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x18ListImageVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x19ListImageVersionsResponse\x12/\n\x0eimage_versions\x18\x01 \x03(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x19UploadImageVersionRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersionH\x00\x12;\n\x05\x63hunk\x18\x02 \x01(\x0b\x32*.wnodes.v1.UploadImageVersionRequest.ChunkH\x00\x1a#\n\x05\x43hunk\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x42\t\n\x07payload2\xef\x04\n\x0cImageService\x12M\n\x0fGetImageVersion\x12!.wnodes.v1.GetImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12^\n\x11ListImageVersions\x12#.wnodes.v1.ListImageVersionsRequest\x1a$.wnodes.v1.ListImageVersionsResponse\x12U\n\x12UploadImageVersion\x12$.wnodes.v1.UploadImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion(\x01\x12U\n\x13PublishImageVersion\x12%.wnodes.v1.PublishImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12Y\n\x15\x44\x65precateImageVersion\x12\'.wnodes.v1.DeprecateImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12S\n\x12\x44\x65leteImageVersion\x12$.wnodes.v1.DeleteImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12R\n\rPrefetchImage\x12\x1f.wnodes.v1.PrefetchImageRequest\x1a .wnodes.v1.PrefetchImageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wnodes.v1.image_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETIMAGEVERSIONREQUEST']._serialized_start=67
-  _globals['_GETIMAGEVERSIONREQUEST']._serialized_end=105
-  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_start=107
-  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_end=188
-  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_start=190
-  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_end=291
-  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_start=294
-  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_end=473
-  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_start=427
-  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_end=462
-  _globals['_IMAGESERVICE']._serialized_start=476
-  _globals['_IMAGESERVICE']._serialized_end=752
+  _globals['_PREFETCHIMAGEREQUEST']._serialized_start=67
+  _globals['_PREFETCHIMAGEREQUEST']._serialized_end=118
+  _globals['_PREFETCHIMAGERESPONSE']._serialized_start=120
+  _globals['_PREFETCHIMAGERESPONSE']._serialized_end=206
+  _globals['_PUBLISHIMAGEVERSIONREQUEST']._serialized_start=208
+  _globals['_PUBLISHIMAGEVERSIONREQUEST']._serialized_end=250
+  _globals['_DEPRECATEIMAGEVERSIONREQUEST']._serialized_start=252
+  _globals['_DEPRECATEIMAGEVERSIONREQUEST']._serialized_end=296
+  _globals['_DELETEIMAGEVERSIONREQUEST']._serialized_start=298
+  _globals['_DELETEIMAGEVERSIONREQUEST']._serialized_end=339
+  _globals['_GETIMAGEVERSIONREQUEST']._serialized_start=341
+  _globals['_GETIMAGEVERSIONREQUEST']._serialized_end=379
+  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_start=381
+  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_end=462
+  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_start=464
+  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_end=565
+  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_start=568
+  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_end=747
+  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_start=701
+  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_end=736
+  _globals['_IMAGESERVICE']._serialized_start=750
+  _globals['_IMAGESERVICE']._serialized_end=1373
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,26 @@ class ImageServiceStub:
                 request_serializer=wnodes_dot_v1_dot_image__service__pb2.UploadImageVersionRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
                 _registered_method=True)
+        self.PublishImageVersion = channel.unary_unary(
+                '/wnodes.v1.ImageService/PublishImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.PublishImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+                _registered_method=True)
+        self.DeprecateImageVersion = channel.unary_unary(
+                '/wnodes.v1.ImageService/DeprecateImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.DeprecateImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+                _registered_method=True)
+        self.DeleteImageVersion = channel.unary_unary(
+                '/wnodes.v1.ImageService/DeleteImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.DeleteImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+                _registered_method=True)
+        self.PrefetchImage = channel.unary_unary(
+                '/wnodes.v1.ImageService/PrefetchImage',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -77,6 +97,36 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishImageVersion(self, request, context):
+        """Marks the version AVAILABLE: new VMs of "images/{image}" use it (hosts prefetch it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeprecateImageVersion(self, request, context):
+        """Marks the version DEPRECATED: running VMs keep it; new VMs are refused it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImageVersion(self, request, context):
+        """Marks the version DELETED (the record stays, so its number is never reused); its blobs
+        leave host caches once no VM uses them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrefetchImage(self, request, context):
+        """Asks hosts to hold the image's newest available version in their caches, and to keep
+        following it as new versions are published (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +144,26 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.UploadImageVersion,
                     request_deserializer=wnodes_dot_v1_dot_image__service__pb2.UploadImageVersionRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'PublishImageVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.PublishImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'DeprecateImageVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeprecateImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.DeprecateImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'DeleteImageVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.DeleteImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'PrefetchImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrefetchImage,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +248,114 @@ class ImageService:
             '/wnodes.v1.ImageService/UploadImageVersion',
             wnodes_dot_v1_dot_image__service__pb2.UploadImageVersionRequest.SerializeToString,
             wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.ImageService/PublishImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.PublishImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeprecateImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.ImageService/DeprecateImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.DeprecateImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.ImageService/DeleteImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.DeleteImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrefetchImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.v1.ImageService/PrefetchImage',
+            wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,18 @@ class ImageServiceStub:
     ListImageVersions: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ListImageVersionsRequest, _image_service_pb2.ListImageVersionsResponse]
     UploadImageVersion: _grpc.StreamUnaryMultiCallable[_image_service_pb2.UploadImageVersionRequest, _image_pb2.ImageVersion]
     """Uploads blobs and registers a new version. First message: the header; then blob chunks."""
+    PublishImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.PublishImageVersionRequest, _image_pb2.ImageVersion]
+    """Marks the version AVAILABLE: new VMs of "images/{image}" use it (hosts prefetch it)."""
+    DeprecateImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeprecateImageVersionRequest, _image_pb2.ImageVersion]
+    """Marks the version DEPRECATED: running VMs keep it; new VMs are refused it."""
+    DeleteImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageVersionRequest, _image_pb2.ImageVersion]
+    """Marks the version DELETED (the record stays, so its number is never reused); its blobs
+    leave host caches once no VM uses them.
+    """
+    PrefetchImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]
+    """Asks hosts to hold the image's newest available version in their caches, and to keep
+    following it as new versions are published (admins only).
+    """
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -50,6 +62,18 @@ class ImageServiceAsyncStub(ImageServiceStub):
     ListImageVersions: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ListImageVersionsRequest, _image_service_pb2.ListImageVersionsResponse]  # type: ignore[assignment]
     UploadImageVersion: _aio.StreamUnaryMultiCallable[_image_service_pb2.UploadImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
     """Uploads blobs and registers a new version. First message: the header; then blob chunks."""
+    PublishImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.PublishImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    """Marks the version AVAILABLE: new VMs of "images/{image}" use it (hosts prefetch it)."""
+    DeprecateImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeprecateImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    """Marks the version DEPRECATED: running VMs keep it; new VMs are refused it."""
+    DeleteImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    """Marks the version DELETED (the record stays, so its number is never reused); its blobs
+    leave host caches once no VM uses them.
+    """
+    PrefetchImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]  # type: ignore[assignment]
+    """Asks hosts to hold the image's newest available version in their caches, and to keep
+    following it as new versions are published (admins only).
+    """
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     """The image catalogue as the caller's VO may see it."""
@@ -76,5 +100,41 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]:
         """Uploads blobs and registers a new version. First message: the header; then blob chunks."""
+
+    @_abc_1.abstractmethod
+    def PublishImageVersion(
+        self,
+        request: _image_service_pb2.PublishImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]:
+        """Marks the version AVAILABLE: new VMs of "images/{image}" use it (hosts prefetch it)."""
+
+    @_abc_1.abstractmethod
+    def DeprecateImageVersion(
+        self,
+        request: _image_service_pb2.DeprecateImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]:
+        """Marks the version DEPRECATED: running VMs keep it; new VMs are refused it."""
+
+    @_abc_1.abstractmethod
+    def DeleteImageVersion(
+        self,
+        request: _image_service_pb2.DeleteImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]:
+        """Marks the version DELETED (the record stays, so its number is never reused); its blobs
+        leave host caches once no VM uses them.
+        """
+
+    @_abc_1.abstractmethod
+    def PrefetchImage(
+        self,
+        request: _image_service_pb2.PrefetchImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.PrefetchImageResponse, _abc.Awaitable[_image_service_pb2.PrefetchImageResponse]]:
+        """Asks hosts to hold the image's newest available version in their caches, and to keep
+        following it as new versions are published (admins only).
+        """
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

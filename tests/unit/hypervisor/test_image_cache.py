@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -67,3 +69,58 @@ async def test_corrupt_blob_is_refused_and_not_cached(tmp_path: Path) -> None:
     assert info.value.reason == "IMAGE_CHECKSUM_MISMATCH"
     assert not cache.has(image(data, sha=wrong))
     assert not list((tmp_path / "blobs").iterdir())
+
+
+def _blob(tag: bytes) -> tuple[bytes, str]:
+    data = tag * 10_000
+    return data, hashlib.sha256(data).hexdigest()
+
+
+async def test_over_its_limit_the_cache_evicts_the_least_recently_used_unused_blob(tmp_path: Path) -> None:
+    # Prepare: room for two 10 kB blobs; a is the oldest but a VM holds it
+    (a, sa), (b, sb), (c, sc) = _blob(b"a"), _blob(b"b"), _blob(b"c")
+    cache = ImageCache(tmp_path, Source({sa: a, sb: b, sc: c}), max_bytes=25_000)
+    await cache.ensure(image(a), holder="vm-a")
+    await cache.ensure(image(b), holder="vm-b")
+    cache.release("vm-b")
+    # Execute: a third image arrives
+    await cache.ensure(image(c), holder="vm-c")
+    # Assert: b (unused) went, a (in use, older) stayed
+    assert cache.has(image(a)) and cache.has(image(c)) and not cache.has(image(b))
+    assert cache.cached_bytes() <= 25_000
+
+
+async def test_blobs_in_use_are_never_evicted_even_above_the_limit(tmp_path: Path) -> None:
+    (a, sa), (b, sb) = _blob(b"a"), _blob(b"b")
+    cache = ImageCache(tmp_path, Source({sa: a, sb: b}), max_bytes=5_000)
+    await cache.ensure(image(a), holder="vm-a")
+    await cache.ensure(image(b), holder="vm-b")
+    assert cache.has(image(a)) and cache.has(image(b))
+    cache.release("vm-a")
+    assert cache.evict() == [sa]
+
+
+async def test_a_use_refreshes_a_blob_s_place_in_the_eviction_order(tmp_path: Path) -> None:
+    (a, sa), (b, sb), (c, sc) = _blob(b"a"), _blob(b"b"), _blob(b"c")
+    cache = ImageCache(tmp_path, Source({sa: a, sb: b, sc: c}), max_bytes=25_000)
+    await cache.ensure(image(a))
+    await cache.ensure(image(b))
+    os.utime(tmp_path / "blobs" / sb, (1, 1))  # b is older than a's first use
+    os.utime(tmp_path / "blobs" / sa, (0, 0))
+    await cache.ensure(image(a))  # a used again: now the most recent
+    await cache.ensure(image(c))
+    assert cache.has(image(a)) and not cache.has(image(b))
+    assert (cache.hits, cache.misses, cache.transfers) == (1, 3, 3)
+
+
+async def test_superseded_unused_versions_leave_after_their_retention(tmp_path: Path) -> None:
+    (a, sa), (b, sb) = _blob(b"a"), _blob(b"b")
+    cache = ImageCache(tmp_path, Source({sa: a, sb: b}))
+    await cache.ensure(image(a), holder="vm-a")
+    await cache.ensure(image(b))
+    os.utime(tmp_path / "blobs" / sb, (0, 0))
+    os.utime(tmp_path / "blobs" / sa, (0, 0))
+    assert cache.remove_unused({sa, sb}, older_than=time.time() - 3600) == [sb]  # a is in use
+    cache.release("vm-a")
+    assert cache.remove_unused({sa}, older_than=-1.0) == []  # not yet past its retention
+    assert cache.remove_unused({sa}, older_than=time.time() + 1) == [sa]

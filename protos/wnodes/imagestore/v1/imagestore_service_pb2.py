@@ -26,7 +26,7 @@ from wnodes.v1 import image_pb2 as wnodes_dot_v1_dot_image__pb2
 from wnodes.v1 import image_service_pb2 as wnodes_dot_v1_dot_image__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-wnodes/imagestore/v1/imagestore_service.proto\x12\x14wnodes.imagestore.v1\x1a\x15wnodes/v1/image.proto\x1a\x1dwnodes/v1/image_service.proto\"5\n\x13\x44ownloadBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xf7\x02\n\x11ImagestoreService\x12M\n\x0fGetImageVersion\x12!.wnodes.v1.GetImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12^\n\x11ListImageVersions\x12#.wnodes.v1.ListImageVersionsRequest\x1a$.wnodes.v1.ListImageVersionsResponse\x12U\n\x12UploadImageVersion\x12$.wnodes.v1.UploadImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion(\x01\x12\\\n\x0c\x44ownloadBlob\x12).wnodes.imagestore.v1.DownloadBlobRequest\x1a\x1f.wnodes.imagestore.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-wnodes/imagestore/v1/imagestore_service.proto\x12\x14wnodes.imagestore.v1\x1a\x15wnodes/v1/image.proto\x1a\x1dwnodes/v1/image_service.proto\"5\n\x13\x44ownloadBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xd2\x05\n\x11ImagestoreService\x12M\n\x0fGetImageVersion\x12!.wnodes.v1.GetImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12^\n\x11ListImageVersions\x12#.wnodes.v1.ListImageVersionsRequest\x1a$.wnodes.v1.ListImageVersionsResponse\x12U\n\x12UploadImageVersion\x12$.wnodes.v1.UploadImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion(\x01\x12U\n\x13PublishImageVersion\x12%.wnodes.v1.PublishImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12Y\n\x15\x44\x65precateImageVersion\x12\'.wnodes.v1.DeprecateImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12S\n\x12\x44\x65leteImageVersion\x12$.wnodes.v1.DeleteImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12R\n\rPrefetchImage\x12\x1f.wnodes.v1.PrefetchImageRequest\x1a .wnodes.v1.PrefetchImageResponse\x12\\\n\x0c\x44ownloadBlob\x12).wnodes.imagestore.v1.DownloadBlobRequest\x1a\x1f.wnodes.imagestore.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,5 +38,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BLOBCHUNK']._serialized_start=180
   _globals['_BLOBCHUNK']._serialized_end=205
   _globals['_IMAGESTORESERVICE']._serialized_start=208
-  _globals['_IMAGESTORESERVICE']._serialized_end=583
+  _globals['_IMAGESTORESERVICE']._serialized_end=930
 # @@protoc_insertion_point(module_scope)

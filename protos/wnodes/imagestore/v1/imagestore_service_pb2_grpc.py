@@ -51,6 +51,26 @@ class ImagestoreServiceStub:
                 request_serializer=wnodes_dot_v1_dot_image__service__pb2.UploadImageVersionRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
                 _registered_method=True)
+        self.PublishImageVersion = channel.unary_unary(
+                '/wnodes.imagestore.v1.ImagestoreService/PublishImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.PublishImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+                _registered_method=True)
+        self.DeprecateImageVersion = channel.unary_unary(
+                '/wnodes.imagestore.v1.ImagestoreService/DeprecateImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.DeprecateImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+                _registered_method=True)
+        self.DeleteImageVersion = channel.unary_unary(
+                '/wnodes.imagestore.v1.ImagestoreService/DeleteImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.DeleteImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+                _registered_method=True)
+        self.PrefetchImage = channel.unary_unary(
+                '/wnodes.imagestore.v1.ImagestoreService/PrefetchImage',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
+                _registered_method=True)
         self.DownloadBlob = channel.unary_stream(
                 '/wnodes.imagestore.v1.ImagestoreService/DownloadBlob',
                 request_serializer=wnodes_dot_imagestore_dot_v1_dot_imagestore__service__pb2.DownloadBlobRequest.SerializeToString,
@@ -74,6 +94,30 @@ class ImagestoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadImageVersion(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishImageVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeprecateImageVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImageVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrefetchImage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +147,26 @@ def add_ImagestoreServiceServicer_to_server(servicer, server):
                     servicer.UploadImageVersion,
                     request_deserializer=wnodes_dot_v1_dot_image__service__pb2.UploadImageVersionRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'PublishImageVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.PublishImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'DeprecateImageVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeprecateImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.DeprecateImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'DeleteImageVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.DeleteImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__pb2.ImageVersion.SerializeToString,
+            ),
+            'PrefetchImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrefetchImage,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.SerializeToString,
             ),
             'DownloadBlob': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadBlob,
@@ -191,6 +255,114 @@ class ImagestoreService:
             '/wnodes.imagestore.v1.ImagestoreService/UploadImageVersion',
             wnodes_dot_v1_dot_image__service__pb2.UploadImageVersionRequest.SerializeToString,
             wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.imagestore.v1.ImagestoreService/PublishImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.PublishImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeprecateImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.imagestore.v1.ImagestoreService/DeprecateImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.DeprecateImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.imagestore.v1.ImagestoreService/DeleteImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.DeleteImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__pb2.ImageVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrefetchImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.imagestore.v1.ImagestoreService/PrefetchImage',
+            wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,10 @@ class ImagestoreServiceStub:
     GetImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.GetImageVersionRequest, _image_pb2.ImageVersion]
     ListImageVersions: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ListImageVersionsRequest, _image_service_pb2.ListImageVersionsResponse]
     UploadImageVersion: _grpc.StreamUnaryMultiCallable[_image_service_pb2.UploadImageVersionRequest, _image_pb2.ImageVersion]
+    PublishImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.PublishImageVersionRequest, _image_pb2.ImageVersion]
+    DeprecateImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeprecateImageVersionRequest, _image_pb2.ImageVersion]
+    DeleteImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageVersionRequest, _image_pb2.ImageVersion]
+    PrefetchImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]
     DownloadBlob: _grpc.UnaryStreamMultiCallable[_imagestore_service_pb2.DownloadBlobRequest, _imagestore_service_pb2.BlobChunk]
     """Streams a blob from offset (so an interrupted transfer resumes where it stopped)."""
 
@@ -47,6 +51,10 @@ class ImagestoreServiceAsyncStub(ImagestoreServiceStub):
     GetImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.GetImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
     ListImageVersions: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ListImageVersionsRequest, _image_service_pb2.ListImageVersionsResponse]  # type: ignore[assignment]
     UploadImageVersion: _aio.StreamUnaryMultiCallable[_image_service_pb2.UploadImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    PublishImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.PublishImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    DeprecateImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeprecateImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    DeleteImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
+    PrefetchImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]  # type: ignore[assignment]
     DownloadBlob: _aio.UnaryStreamMultiCallable[_imagestore_service_pb2.DownloadBlobRequest, _imagestore_service_pb2.BlobChunk]  # type: ignore[assignment]
     """Streams a blob from offset (so an interrupted transfer resumes where it stopped)."""
 
@@ -71,6 +79,34 @@ class ImagestoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_image_service_pb2.UploadImageVersionRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def PublishImageVersion(
+        self,
+        request: _image_service_pb2.PublishImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def DeprecateImageVersion(
+        self,
+        request: _image_service_pb2.DeprecateImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteImageVersion(
+        self,
+        request: _image_service_pb2.DeleteImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_pb2.ImageVersion, _abc.Awaitable[_image_pb2.ImageVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def PrefetchImage(
+        self,
+        request: _image_service_pb2.PrefetchImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.PrefetchImageResponse, _abc.Awaitable[_image_service_pb2.PrefetchImageResponse]]: ...
 
     @_abc_1.abstractmethod
     def DownloadBlob(
