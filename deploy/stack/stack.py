@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,7 +114,9 @@ class Stack:
         fake_vcpus: int = 16,
         fake_memory_mib: int = 65536,
         with_slurm: bool = False,
+        agent_args: Sequence[str] = (),
     ) -> StackState:
+        """agent_args: extra hypervisor-agent options (e.g. ``--fake-image-cache``)."""
         existing = self.state
         if existing is not None and any(processes.alive(p.pid) for p in existing.procs):
             raise RuntimeError(f"a stack is already running in {self.dir}: 'wnodes-admin stack down' first")
@@ -126,7 +128,7 @@ class Stack:
         key_root = "/wnodes/v1"
         state = StackState(str(self.dir), driver, key_root, [asdict(m) for m in members], [])
         try:
-            self._up(state, members, logs, driver, hypervisors, images_dir, progress, fake_vcpus, fake_memory_mib)
+            self._up(state, members, logs, driver, hypervisors, images_dir, progress, fake_vcpus, fake_memory_mib, agent_args)
             if with_slurm:
                 self._up_slurm(state, logs, progress)
         except BaseException:
@@ -138,7 +140,7 @@ class Stack:
 
     def _up(
         self, state: StackState, members: list[EtcdMember], logs: Path, driver: str, hypervisors: int,
-        images_dir: Path, progress: Callable[[str], None], fake_vcpus: int, fake_memory_mib: int,
+        images_dir: Path, progress: Callable[[str], None], fake_vcpus: int, fake_memory_mib: int, agent_args: Sequence[str] = (),
     ) -> None:
         progress("etcd: starting a 3-member cluster")
         for m in members:
@@ -176,6 +178,7 @@ class Stack:
             # 4 vCPUs per core: a 2-core development machine can then hold a handful of tiny guests.
             agent_argv += ["--host", LIBVIRT_HOST, "--qemu-as-root", "--cpu-allocation-ratio", "4",
                            "--domain-prefix", self.domain_prefix]
+        agent_argv += list(agent_args)
         state.procs.append(Proc("hypervisor0", "hypervisor", agent_argv, str(logs / "hypervisor0.log"), agent_ep))
         gateway = f"127.0.0.1:{processes.free_port()}"
         state.gateway = gateway
