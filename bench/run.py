@@ -1,7 +1,7 @@
 """`make bench`: every figure of the project in one table, each next to a baseline measured in
 the same run, with the ratio. Also written as JSON (bench/results/bench.json).
 
-    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi|failover]
+    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi|failover|images]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import batch, failover, occi, placement, time_to_job
+from bench import batch, failover, images, occi, placement, time_to_job
 from deploy.stack.stack import DEFAULT_IMAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,6 +52,17 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         for accept in occi.RENDERINGS:
             rows.append((f"OCCI GET /compute/ ({c['entities']} entities), {accept}", f"{c[accept]['per_s']:.1f}/s",
                          "gRPC ListVirtualMachines (all pages)", f"{c['grpc_list_per_s']:.1f}/s", f"{c[accept]['per_s'] / c['grpc_list_per_s']:.2f}"))
+    if "images" in results:
+        i = results["images"]
+        d = i["distribution"]
+        rows.append((f"image pull into a host cache ({d['size_bytes'] >> 20} MiB, sha256-verified)", f"{d['pull_mib_s']:.0f} MiB/s",
+                     "file copy, same bytes, same disk", f"{d['copy_mib_s']:.0f} MiB/s", f"{d['pull_mib_s'] / d['copy_mib_s']:.2f}"))
+        t = i["ten_vms"]
+        rows.append(("bytes moved for ten VMs of one image", f"{t['bytes_moved'] >> 20} MiB", "one image", f"{t['image_bytes'] >> 20} MiB",
+                     f"{t['bytes_moved'] / t['image_bytes']:.2f}"))
+        rows.append(("VM overlay creation (p50)", f"{i['overlay_ms']:.0f} ms", "", "", ""))
+        m = i["mixed"]
+        rows.append(("cache hit rate, 100 VMs of 5 images, room for 3", f"{m['hit_rate']:.2f}", "", "", ""))
     if "failover" in results:
         f = results["failover"]
         rows.append(("nameserver SIGKILL -> next successful create (worst of 3)", f"{f['to_first_success_s'] * 1000:.0f} ms",
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="VM boots per method for time to job")
     ap.add_argument("--creates", type=int, default=2000, help="creates for the placement benchmark")
     ap.add_argument("--hosts", type=int, default=100)
-    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi", "failover"])
+    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi", "failover", "images"])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = ap.parse_args(argv)
     console = Console(width=150)
@@ -96,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "occi"):
             console.print("[bold]occi[/bold]: POST /compute/ to SSH-ready next to gRPC; GET of a 1,000-entity collection per rendering")
             results["occi"] = occi.run(work, args.images, max(3, args.runs // 3))
+        if args.only in (None, "images"):
+            console.print("[bold]images[/bold]: 1 GiB into a host cache next to a file copy; ten VMs of one image; overlays; hit rate")
+            results["images"] = images.run(work)
         if args.only in (None, "failover"):
             console.print("[bold]failover[/bold]: SIGKILL a nameserver replica under a stream of creates, three times")
             results["failover"] = failover.run(work)
