@@ -2,11 +2,14 @@
 
 The demonstration runs a command inside a fresh VM of each default image through the public
 API (exactly what `wnodes run` does), prints the guest's answer and its time to first output,
-then tells you how to use the CLIs against the running stack until you press Ctrl-C.
+submits one job script to Slurm in a tiny VM, in a debian12 VM and bare metal, boots and deletes
+a compute through OCCI as a cloud user, then tells you how to use the CLIs against the running
+stack until you press Ctrl-C.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -14,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from rich.console import Console
@@ -51,6 +56,8 @@ def main() -> int:
                     f"(guest ready {result.vm.boot_seconds:.2f}s after placement); VM removed"
                 )
             _batch_demo(state.slurm_conf)
+        if state.occi and state.occi_users:
+            _occi_demo(state.occi, state.occi_users[0])
         console.rule("[bold]the stack is up")
         for k, v in stack.env().items():
             if k != "PATH":
@@ -62,6 +69,7 @@ def main() -> int:
             "        .venv/bin/wnodes-admin hypervisors list\n"
             "        .venv/bin/wnodes-admin vms list --output json\n"
             "        .venv/bin/wnodes-admin stack status\n"
+            "        curl -u $WNODES_OCCI_USER:$WNODES_OCCI_PASSWORD -H 'Accept: text/plain' $WNODES_OCCI_ENDPOINT/-/\n"
             f"  logs: {state.dir}/logs/\n\n  Ctrl-C stops the stack."
         )
         while True:
@@ -98,6 +106,48 @@ def _batch_demo(slurm_conf: str) -> None:
                 console.out((work / f"slurm-{job}.out").read_text(), end="")
         time.sleep(0.5)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _occi_demo(endpoint: str, user: dict[str, str]) -> None:
+    """A cloud user's view: the os_tpl mixins their VO may use, then a compute created, booted and
+    deleted through OCCI (what rOCCI-cli or any OCCI client would send)."""
+    console.rule(f"[bold]OCCI 1.2 at {endpoint} as {user['name']} (VO {user['vo']})")
+    token = base64.b64encode(f"{user['name']}:{user['password']}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Accept": "text/plain", "Content-Type": "text/plain"}
+
+    def http(method: str, url: str, body: str = "") -> tuple[int, str, dict[str, str]]:
+        request = urllib.request.Request(url if url.startswith("http") else endpoint + url, data=body.encode() or None,
+                                         headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, r.read().decode(), dict(r.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode(), dict(err.headers)
+
+    _, model, _ = http("GET", "/-/")
+    templates = [line.split(";")[0].removeprefix("Category: ") for line in model.splitlines() if "#os_tpl" in line and "rel=" in line]
+    console.print(f"  GET /-/: os_tpl mixins for {user['name']}: {', '.join(templates)}")
+    body = "\n".join([
+        'Category: compute; scheme="http://schemas.ogf.org/occi/infrastructure#"; class="kind"',
+        'Category: tiny; scheme="http://schemas.wnodes.infn.it/occi/infrastructure/os_tpl#"; class="mixin"',
+        'Category: small; scheme="http://schemas.wnodes.infn.it/occi/infrastructure/resource_tpl#"; class="mixin"',
+        'X-OCCI-Attribute: occi.core.title="demo"',
+    ])
+    status, _, created = http("POST", "/compute/", body)
+    location = created.get("Location", "")
+    console.print(f"  POST /compute/ (os_tpl tiny, resource_tpl small): {status} Location: {location}")
+    started, attributes = time.monotonic(), ""
+    while time.monotonic() - started < 120:
+        _, text, _ = http("GET", location)
+        attributes = "\n".join(line for line in text.splitlines() if line.startswith("X-OCCI-Attribute: occi.compute."))
+        if 'occi.compute.state="active"' in attributes:
+            break
+        time.sleep(0.5)
+    console.print(f"  GET {location} after {time.monotonic() - started:.1f} s:")
+    console.out("    " + attributes.replace("\n", "\n    "))
+    status, _, _ = http("DELETE", location)
+    after, _, _ = http("GET", location)
+    console.print(f"  DELETE: {status}; GET again: {after}")
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
