@@ -6,7 +6,7 @@ IMAGES := var/images
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs debootstrap linux-image-amd64 \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	etcd-server etcd-client python3-venv python3-dev slurm-wlm slurmdbd mariadb-server munge \
-	libcurl4-openssl-dev openssh-client
+	libcurl4-openssl-dev openssh-client libguestfs-tools python3-guestfs
 
 .PHONY: help
 help: ## List the targets
@@ -32,6 +32,9 @@ $(VENV_STAMP): pyproject.toml
 	@.venv/bin/pip install -q --upgrade pip
 	@.venv/bin/pip install -q -e '.[dev]' libvirt-python
 	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/protos" > $$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/wnodes-paths.pth
+	@# python3-guestfs (image customisation) exists only as a Debian package, not on PyPI:
+	@# appended last so the venv's own packages always win over Debian's.
+	@echo /usr/lib/python3/dist-packages > $$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/zz-debian-dist-packages.pth
 	@touch $@
 
 .PHONY: images

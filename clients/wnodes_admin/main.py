@@ -3,7 +3,7 @@
     wnodes-admin stack up|status|env|down|kill|restart   a whole deployment on this machine
     wnodes-admin hypervisors list|show                   the farm
     wnodes-admin vms list|show                           every VM, whoever owns it
-    wnodes-admin images list|show|upload|publish|deprecate|delete   the image catalogue
+    wnodes-admin images list|show|upload|customize|publish|deprecate|delete   the image catalogue
     wnodes-admin nameservers list                        replicas and the duties they lead
 """
 
@@ -167,6 +167,30 @@ def images_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def images_customize(args: argparse.Namespace) -> int:
+    """A new version from a libguestfs-customised copy of SOURCE (which stays as it was)."""
+    files: dict[str, bytes] = {}
+    for item in args.file:
+        guest, sep, local = item.partition("=")
+        if not sep or not guest.startswith("/"):
+            raise ValueError(f"--file {item!r}: expected /GUEST/PATH=LOCALFILE")
+        files[guest] = Path(local).read_bytes()
+    keys = [line for f in args.authorized_key for line in Path(f).read_text().splitlines() if line.strip()]
+    script = Path(args.script).read_text() if args.script else ""
+    with _client(args) as c, Progress(*Progress.get_default_columns()[:3], console=console, disable=args.output == "json") as progress:
+        task = progress.add_task(f"customising {args.source}", total=100)
+
+        def step(text: str, percent: int) -> None:
+            progress.update(task, completed=percent, description=text[:60])
+
+        version = c.customize_image(
+            args.source, args.name, files=files, syslog_to_hypervisor=args.syslog_to_hypervisor, kernel_modules=args.module,
+            authorized_keys=keys, script=script, visibility=args.visibility, description=args.description, on_progress=step,
+        )
+    emit_one(as_dict(version), args.output)
+    return 0
+
+
 def images_state(args: argparse.Namespace) -> int:
     """publish, deprecate or delete one version."""
     with _client(args) as c:
@@ -260,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--visibility", choices=["PRIVATE", "VO", "PUBLIC"], default="VO")
     upload.add_argument("--no-publish", action="store_true", help="register it BUILDING; 'images publish' makes it usable")
     upload.set_defaults(fn=images_upload)
+    cust = images.add_parser("customize", parents=[OUTPUT], help="a new version from a libguestfs-customised copy of a version")
+    cust.add_argument("source", help="images/NAME (newest available) or images/NAME/versions/N")
+    cust.add_argument("--name", required=True, help="image the result becomes a new version of")
+    cust.add_argument("--file", action="append", default=[], metavar="PATH=LOCALFILE", help="put LOCALFILE at PATH in the image (repeatable)")
+    cust.add_argument("--syslog-to-hypervisor", action="store_true", help="relay the guest's syslog to its hypervisor agent's log")
+    cust.add_argument("--module", action="append", default=[], metavar="NAME", help="kernel module to load at boot (repeatable)")
+    cust.add_argument("--authorized-key", action="append", default=[], metavar="FILE", help="public key file(s) for root's authorized_keys")
+    cust.add_argument("--script", metavar="FILE", help="site script run with /bin/sh inside the image")
+    cust.add_argument("--visibility", default="", choices=["", "PRIVATE", "VO", "PUBLIC"], help="default: that of the source")
+    cust.add_argument("--description", default="")
+    cust.set_defaults(fn=images_customize)
     for action, text in (("publish", "make a version AVAILABLE to new VMs"), ("deprecate", "refuse a version to new VMs (running ones keep it)"),
                          ("delete", "mark a version DELETED; caches drop it once unused")):
         cmd = images.add_parser(action, parents=[OUTPUT], help=text)

@@ -440,6 +440,42 @@ class Client:
         response: image_service_pb2.PrefetchImageResponse = self._call(self._images.PrefetchImage, request)
         return response
 
+    def customize_image(
+        self,
+        source: str,
+        image: str,
+        *,
+        files: dict[str, bytes] | None = None,
+        syslog_to_hypervisor: bool = False,
+        kernel_modules: Sequence[str] = (),
+        authorized_keys: Sequence[str] = (),
+        script: str = "",
+        visibility: str = "",
+        description: str = "",
+        on_progress: Callable[[str, int], None] | None = None,
+    ) -> image_pb2.ImageVersion:
+        """Makes a new version of image from a customised copy of source (images/NAME or
+        images/NAME/versions/N) with libguestfs: files (guest path -> content), syslog relayed to
+        the hypervisor, kernel modules loaded at boot, root's SSH keys, a site script. The source
+        is never modified. on_progress(step, percent) follows it; returns the new version."""
+        request = image_service_pb2.CustomizeImageVersionRequest(
+            source=_image_version_name(source), image=image.removeprefix("images/"),
+            files=[image_service_pb2.CustomizeImageVersionRequest.File(path=p, content=c) for p, c in (files or {}).items()],
+            syslog_to_hypervisor=syslog_to_hypervisor, kernel_modules=list(kernel_modules),
+            authorized_keys=list(authorized_keys), script=script, description=description,
+            visibility=image_pb2.ImageVersion.Visibility.Value(visibility or "VISIBILITY_UNSPECIFIED"),
+        )
+        try:
+            for step in self._images.CustomizeImageVersion(request, metadata=self._metadata, timeout=3600):
+                if on_progress:
+                    on_progress(step.step, step.percent)
+                if step.HasField("image_version"):
+                    version: image_pb2.ImageVersion = step.image_version
+                    return version
+        except grpc.RpcError as err:
+            raise WnodesRpcError.from_call(err) from None
+        raise WnodesRpcError(grpc.StatusCode.INTERNAL, "the customisation stream ended without a new version")
+
     def upload_image(
         self,
         image: str,

@@ -28,6 +28,7 @@ def image_to_proto(rec: ImageRecord) -> image_pb2.ImageVersion:
         state=image_pb2.ImageVersion.State.Value(rec.state),
         create_time=ts,
         description=rec.description,
+        customizations=rec.customizations,
     )
     if rec.kernel:
         out.direct_boot.CopyFrom(image_pb2.DirectBoot(kernel=_blob(rec.kernel), initrd=_blob(rec.initrd), cmdline=rec.cmdline))

@@ -303,6 +303,7 @@ class ImageRecord:
     description: str = ""
     owner_user: str = ""
     create_time: float = field(default_factory=time.time)
+    customizations: list[str] = field(default_factory=list)  # what was applied to the source, for people
 
     @property
     def name(self) -> str:

@@ -264,6 +264,14 @@ class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
         return await call(self._auth.authenticate(context), self._b.imagestore.DeleteImageVersion, request)
 
     @maps_errors
+    async def CustomizeImageVersion(
+        self, request: image_service_pb2.CustomizeImageVersionRequest, context: Ctx
+    ) -> AsyncIterator[image_service_pb2.CustomizeImageVersionProgress]:
+        principal = self._auth.authenticate(context)
+        async for step in self._b.imagestore.CustomizeImageVersion(request, metadata=principal.to_metadata(), timeout=3600):
+            yield step
+
+    @maps_errors
     async def PrefetchImage(self, request: image_service_pb2.PrefetchImageRequest, context: Ctx) -> image_service_pb2.PrefetchImageResponse:
         return await call(self._auth.authenticate(context), self._b.imagestore.PrefetchImage, request)
 

@@ -13,6 +13,7 @@ from services.common.keys import Keys
 from services.common.store import EtcdStore
 from services.imagestore.blobs import BlobStore
 from services.imagestore.catalog import Catalog
+from services.imagestore.customize import CustomizeService, ProcessCustomizer
 from services.imagestore.servicer import ImagestoreServicer
 from wnodes.imagestore.v1 import imagestore_service_pb2_grpc
 
@@ -26,6 +27,9 @@ class ImagestoreConfig:
     key_root: str
     blob_dir: Path
     """Where content-addressed blobs are kept."""
+    guestfs_cache_dir: Path | None = None
+    """Where libguestfs keeps its appliance (built once, then reused); default: libguestfs's own
+    (/var/tmp/.guestfs-<uid>, shared by every imagestore of this user on the machine)."""
 
 
 def parse_args(argv: list[str] | None = None) -> ImagestoreConfig:
@@ -34,8 +38,10 @@ def parse_args(argv: list[str] | None = None) -> ImagestoreConfig:
     p.add_argument("--etcd", default=config.env("ETCD", "127.0.0.1:2379"))
     p.add_argument("--key-root", default=config.env("KEY_ROOT", "/wnodes/v1"))
     p.add_argument("--blob-dir", type=Path, default=Path(config.env("IMAGESTORE_BLOB_DIR", "/var/lib/wnodes/blobs")))
+    p.add_argument("--guestfs-cache-dir", type=Path, default=config.env("IMAGESTORE_GUESTFS_CACHE_DIR", "") or None)
     a = p.parse_args(argv)
-    return ImagestoreConfig(a.listen, tuple(config.split_endpoints(a.etcd)), a.key_root, a.blob_dir)
+    cache = Path(a.guestfs_cache_dir) if a.guestfs_cache_dir else None
+    return ImagestoreConfig(a.listen, tuple(config.split_endpoints(a.etcd)), a.key_root, a.blob_dir, cache)
 
 
 async def serve_imagestore(cfg: ImagestoreConfig, stop: asyncio.Event) -> None:
@@ -43,7 +49,9 @@ async def serve_imagestore(cfg: ImagestoreConfig, stop: asyncio.Event) -> None:
     store = EtcdStore(cfg.etcd)
     await store.connect()
     server, health, port = await serve.make_server(cfg.listen)
-    servicer = ImagestoreServicer(Catalog(store, Keys(cfg.key_root)), BlobStore(cfg.blob_dir))
+    catalog, blobs = Catalog(store, Keys(cfg.key_root)), BlobStore(cfg.blob_dir)
+    customize = CustomizeService(catalog, blobs, ProcessCustomizer(cache_dir=cfg.guestfs_cache_dir))
+    servicer = ImagestoreServicer(catalog, blobs, customize)
     imagestore_service_pb2_grpc.add_ImagestoreServiceServicer_to_server(servicer, server)
     await server.start()
     await serve.set_serving(health)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
 from services.common.image_proto import image_to_proto
@@ -15,15 +15,18 @@ from services.common.principal_context import principal_of
 from services.common.records import ImageRecord
 from services.imagestore import convert
 from services.imagestore.blobs import BlobStore, BlobWriter
-from services.imagestore.catalog import Catalog, check_header
+from services.imagestore.catalog import IMAGE_NAME, Catalog, check_header
+from services.imagestore.customize import CustomizeService
+from services.imagestore.customizer import Customization, FileSpec
 from wnodes.imagestore.v1 import imagestore_service_pb2, imagestore_service_pb2_grpc
 from wnodes.v1 import image_pb2, image_service_pb2
 
 
 class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
-    def __init__(self, catalog: Catalog, blobs: BlobStore) -> None:
+    def __init__(self, catalog: Catalog, blobs: BlobStore, customize: CustomizeService | None = None) -> None:
         self._catalog = catalog
         self._blobs = blobs
+        self._customize = customize
 
     @maps_errors
     async def GetImageVersion(
@@ -131,6 +134,34 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         hosts = [h.removeprefix("hypervisors/") for h in request.hosts]
         newest = await self._catalog.request_prefetch(image, hosts, principal_of(context))
         return image_service_pb2.PrefetchImageResponse(image_version=image_to_proto(newest), hosts=hosts)
+
+    @maps_errors
+    async def CustomizeImageVersion(
+        self, request: image_service_pb2.CustomizeImageVersionRequest, context: Ctx
+    ) -> AsyncIterator[image_service_pb2.CustomizeImageVersionProgress]:
+        principal = principal_of(context)
+        if self._customize is None:
+            raise FailedPrecondition("this imagestore does not customise images (no libguestfs)", reason="CUSTOMIZATION_UNAVAILABLE")
+        image = request.image.removeprefix("images/")
+        if not IMAGE_NAME.match(image):
+            raise InvalidArgument(f"image name {image!r} must be 1-63 characters of a-z, 0-9, '.', '_', '-'", reason="INVALID_IMAGE_NAME")
+        spec = Customization(
+            files=tuple(FileSpec(f.path, f.content, f.mode or 0o644) for f in request.files),
+            syslog_to_hypervisor=request.syslog_to_hypervisor,
+            kernel_modules=tuple(request.kernel_modules),
+            authorized_keys=tuple(request.authorized_keys),
+            script=request.script,
+        )
+        spec.check()
+        source_image, source_version = parse_image(request.source)
+        source = await self._catalog.get(source_image, source_version, principal)
+        if source.state not in ("AVAILABLE", "DEPRECATED"):
+            raise FailedPrecondition(f"{source.name} is {source.state.lower()}: nothing to customise", reason=f"IMAGE_{source.state}")
+        visibility = image_pb2.ImageVersion.Visibility.Name(request.visibility) if request.visibility else ""
+        async for step in self._customize.run(source, image, spec, principal, visibility, request.description):
+            yield image_service_pb2.CustomizeImageVersionProgress(
+                step=step.text, percent=step.percent, image_version=image_to_proto(step.record) if step.record else None
+            )
 
     async def _transition(self, name: str, action: str, context: Ctx) -> image_pb2.ImageVersion:
         image, version = parse_image(name)

@@ -21,6 +21,10 @@
 #   host -> guest  FORGET <nonce>               deletes an ended execution's logs
 #   host -> guest  POWEROFF                     powers the guest off at once
 #   anything else                               guest answers  ERROR <message>
+#   guest -> host  LOG <text>                   a syslog line of the guest, sent unasked when the
+#                                               image was customised with syslog to the hypervisor
+#                                               (/etc/wnodes/syslog-to-hypervisor); hosts that do
+#                                               not know LOG ignore it
 # Output frames, on org.wnodes.stdout and org.wnodes.stderr: a line "WNF1 <nonce> <offset>
 # <length>" and then exactly <length> bytes of the log from <offset>. Offsets make a frame
 # self-describing: the host end keeps what continues what it has, drops repeats and asks again
@@ -107,6 +111,19 @@ fi
 
 read -r KREL </proc/sys/kernel/osrelease
 debug "loopback up"
+
+# Kernel modules the image's customisation asked for: one .ko path per line, dependencies first.
+if [ -r /etc/wnodes/modules ]; then
+    while read -r _m; do
+        case "$_m" in '' | '#'*) continue ;; esac
+        ${BB:+$BB }insmod "$_m" 2>/dev/null || log "insmod $_m failed"
+    done </etc/wnodes/modules
+    debug "modules loaded"
+fi
+
+# Syslog to the hypervisor: the customisation writes the flag file; the relay starts after READY.
+SYSLOG=
+[ -e /etc/wnodes/syslog-to-hypervisor ] && [ -n "$BB" ] && SYSLOG=1
 
 # A VM that asked for SSH has one virtio NIC on QEMU's user-mode network (slirp), whose
 # addresses never change: the guest is 10.0.2.15/24 behind the gateway 10.0.2.2. sshd gets an
@@ -371,6 +388,16 @@ forget_exec() {
 
 printf 'READY %s\n' "$KREL" >&3
 debug "READY written"
+if [ -n "$SYSLOG" ]; then
+    # The agent's busybox syslogd (it owns /dev/log) writes to a pipe, not a file that would grow
+    # in /run; each line goes to the host as LOG <line>. One printf per line is one write, so a
+    # LOG line never interleaves with the agent's answers. While the host end is away the relay
+    # blocks, then syslogd once the pipe is full: logging waits, nothing is lost.
+    $BB syslogd -n -O - </dev/null 2>/dev/null 4>&- 5>&- | while IFS= read -r _line; do
+        printf 'LOG %s\n' "$_line" >&3
+    done 4>&- 5>&- &
+    debug "syslog relay started"
+fi
 while :; do
     if ! read -r verb a1 a2 a3 <&3; then
         # End of file: the host end is not connected. This write blocks until it connects again.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15wnodes/v1/image.proto\x12\twnodes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x04\n\x0cImageVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x10\n\x08owner_vo\x18\x04 \x01(\t\x12\x36\n\nvisibility\x18\x05 \x01(\x0e\x32\".wnodes.v1.ImageVersion.Visibility\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x1d\n\x04\x64isk\x18\x08 \x01(\x0b\x32\x0f.wnodes.v1.Blob\x12*\n\x0b\x64irect_boot\x18\t \x01(\x0b\x32\x15.wnodes.v1.DirectBoot\x12,\n\x05state\x18\n \x01(\x0e\x32\x1d.wnodes.v1.ImageVersion.State\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x42UILDING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\x0e\n\nDEPRECATED\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04\"I\n\nVisibility\x12\x1a\n\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x0b\n\x07PRIVATE\x10\x01\x12\x06\n\x02VO\x10\x02\x12\n\n\x06PUBLIC\x10\x03\"*\n\x04\x42lob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"_\n\nDirectBoot\x12\x1f\n\x06kernel\x18\x01 \x01(\x0b\x32\x0f.wnodes.v1.Blob\x12\x1f\n\x06initrd\x18\x02 \x01(\x0b\x32\x0f.wnodes.v1.Blob\x12\x0f\n\x07\x63mdline\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15wnodes/v1/image.proto\x12\twnodes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x04\n\x0cImageVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x10\n\x08owner_vo\x18\x04 \x01(\t\x12\x36\n\nvisibility\x18\x05 \x01(\x0e\x32\".wnodes.v1.ImageVersion.Visibility\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x1d\n\x04\x64isk\x18\x08 \x01(\x0b\x32\x0f.wnodes.v1.Blob\x12*\n\x0b\x64irect_boot\x18\t \x01(\x0b\x32\x15.wnodes.v1.DirectBoot\x12,\n\x05state\x18\n \x01(\x0e\x32\x1d.wnodes.v1.ImageVersion.State\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x16\n\x0e\x63ustomizations\x18\r \x03(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x42UILDING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\x0e\n\nDEPRECATED\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04\"I\n\nVisibility\x12\x1a\n\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x0b\n\x07PRIVATE\x10\x01\x12\x06\n\x02VO\x10\x02\x12\n\n\x06PUBLIC\x10\x03\"*\n\x04\x42lob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"_\n\nDirectBoot\x12\x1f\n\x06kernel\x18\x01 \x01(\x0b\x32\x0f.wnodes.v1.Blob\x12\x1f\n\x06initrd\x18\x02 \x01(\x0b\x32\x0f.wnodes.v1.Blob\x12\x0f\n\x07\x63mdline\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wnodes.v1.image_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGEVERSION']._serialized_start=70
-  _globals['_IMAGEVERSION']._serialized_end=598
-  _globals['_IMAGEVERSION_STATE']._serialized_start=435
-  _globals['_IMAGEVERSION_STATE']._serialized_end=523
-  _globals['_IMAGEVERSION_VISIBILITY']._serialized_start=525
-  _globals['_IMAGEVERSION_VISIBILITY']._serialized_end=598
-  _globals['_BLOB']._serialized_start=600
-  _globals['_BLOB']._serialized_end=642
-  _globals['_DIRECTBOOT']._serialized_start=644
-  _globals['_DIRECTBOOT']._serialized_end=739
+  _globals['_IMAGEVERSION']._serialized_end=622
+  _globals['_IMAGEVERSION_STATE']._serialized_start=459
+  _globals['_IMAGEVERSION_STATE']._serialized_end=547
+  _globals['_IMAGEVERSION_VISIBILITY']._serialized_start=549
+  _globals['_IMAGEVERSION_VISIBILITY']._serialized_end=622
+  _globals['_BLOB']._serialized_start=624
+  _globals['_BLOB']._serialized_end=666
+  _globals['_DIRECTBOOT']._serialized_start=668
+  _globals['_DIRECTBOOT']._serialized_end=763
 # @@protoc_insertion_point(module_scope)

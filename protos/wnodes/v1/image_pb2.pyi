@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -72,6 +74,7 @@ class ImageVersion(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CUSTOMIZATIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     """"images/{image}"."""
@@ -95,6 +98,12 @@ class ImageVersion(_message.Message):
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def customizations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What was applied to the version it was made from, one human-readable line each (libguestfs
+        customisation, a recipe build). Empty for a plain upload.
+        """
+
     def __init__(
         self,
         *,
@@ -110,10 +119,11 @@ class ImageVersion(_message.Message):
         state: Global___ImageVersion.State.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         description: _builtins.str = ...,
+        customizations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "direct_boot", b"direct_boot", "disk", b"disk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "description", b"description", "direct_boot", b"direct_boot", "disk", b"disk", "format", b"format", "image", b"image", "name", b"name", "owner_vo", b"owner_vo", "state", b"state", "version", b"version", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "customizations", b"customizations", "description", b"description", "direct_boot", b"direct_boot", "disk", b"disk", "format", b"format", "image", b"image", "name", b"name", "owner_vo", b"owner_vo", "state", b"state", "version", b"version", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,33 +25,39 @@ _sym_db = _symbol_database.Default()
 from wnodes.v1 import image_pb2 as wnodes_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwnodes/v1/image_service.proto\x12\twnodes.v1\x1a\x15wnodes/v1/image.proto\"3\n\x14PrefetchImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\"V\n\x15PrefetchImageResponse\x12.\n\rimage_version\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\r\n\x05hosts\x18\x02 \x03(\t\"*\n\x1aPublishImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1c\x44\x65precateImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19\x44\x65leteImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16GetImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x18ListImageVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x19ListImageVersionsResponse\x12/\n\x0eimage_versions\x18\x01 \x03(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x19UploadImageVersionRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersionH\x00\x12;\n\x05\x63hunk\x18\x02 \x01(\x0b\x32*.wnodes.v1.UploadImageVersionRequest.ChunkH\x00\x1a#\n\x05\x43hunk\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x42\t\n\x07payload2\xef\x04\n\x0cImageService\x12M\n\x0fGetImageVersion\x12!.wnodes.v1.GetImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12^\n\x11ListImageVersions\x12#.wnodes.v1.ListImageVersionsRequest\x1a$.wnodes.v1.ListImageVersionsResponse\x12U\n\x12UploadImageVersion\x12$.wnodes.v1.UploadImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion(\x01\x12U\n\x13PublishImageVersion\x12%.wnodes.v1.PublishImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12Y\n\x15\x44\x65precateImageVersion\x12\'.wnodes.v1.DeprecateImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12S\n\x12\x44\x65leteImageVersion\x12$.wnodes.v1.DeleteImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12R\n\rPrefetchImage\x12\x1f.wnodes.v1.PrefetchImageRequest\x1a .wnodes.v1.PrefetchImageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwnodes/v1/image_service.proto\x12\twnodes.v1\x1a\x15wnodes/v1/image.proto\"\xdb\x02\n\x1c\x43ustomizeImageVersionRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12;\n\x05\x66iles\x18\x03 \x03(\x0b\x32,.wnodes.v1.CustomizeImageVersionRequest.File\x12\x1c\n\x14syslog_to_hypervisor\x18\x04 \x01(\x08\x12\x16\n\x0ekernel_modules\x18\x05 \x03(\t\x12\x17\n\x0f\x61uthorized_keys\x18\x06 \x03(\t\x12\x0e\n\x06script\x18\x07 \x01(\t\x12\x36\n\nvisibility\x18\x08 \x01(\x0e\x32\".wnodes.v1.ImageVersion.Visibility\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x1a\x33\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0c\n\x04mode\x18\x03 \x01(\r\"n\n\x1d\x43ustomizeImageVersionProgress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\r\x12.\n\rimage_version\x18\x03 \x01(\x0b\x32\x17.wnodes.v1.ImageVersion\"3\n\x14PrefetchImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\"V\n\x15PrefetchImageResponse\x12.\n\rimage_version\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\r\n\x05hosts\x18\x02 \x03(\t\"*\n\x1aPublishImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x1c\x44\x65precateImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19\x44\x65leteImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16GetImageVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x18ListImageVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x19ListImageVersionsResponse\x12/\n\x0eimage_versions\x18\x01 \x03(\x0b\x32\x17.wnodes.v1.ImageVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x19UploadImageVersionRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.wnodes.v1.ImageVersionH\x00\x12;\n\x05\x63hunk\x18\x02 \x01(\x0b\x32*.wnodes.v1.UploadImageVersionRequest.ChunkH\x00\x1a#\n\x05\x43hunk\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x42\t\n\x07payload2\xdd\x05\n\x0cImageService\x12M\n\x0fGetImageVersion\x12!.wnodes.v1.GetImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12^\n\x11ListImageVersions\x12#.wnodes.v1.ListImageVersionsRequest\x1a$.wnodes.v1.ListImageVersionsResponse\x12U\n\x12UploadImageVersion\x12$.wnodes.v1.UploadImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion(\x01\x12U\n\x13PublishImageVersion\x12%.wnodes.v1.PublishImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12Y\n\x15\x44\x65precateImageVersion\x12\'.wnodes.v1.DeprecateImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12S\n\x12\x44\x65leteImageVersion\x12$.wnodes.v1.DeleteImageVersionRequest\x1a\x17.wnodes.v1.ImageVersion\x12R\n\rPrefetchImage\x12\x1f.wnodes.v1.PrefetchImageRequest\x1a .wnodes.v1.PrefetchImageResponse\x12l\n\x15\x43ustomizeImageVersion\x12\'.wnodes.v1.CustomizeImageVersionRequest\x1a(.wnodes.v1.CustomizeImageVersionProgress0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wnodes.v1.image_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREFETCHIMAGEREQUEST']._serialized_start=67
-  _globals['_PREFETCHIMAGEREQUEST']._serialized_end=118
-  _globals['_PREFETCHIMAGERESPONSE']._serialized_start=120
-  _globals['_PREFETCHIMAGERESPONSE']._serialized_end=206
-  _globals['_PUBLISHIMAGEVERSIONREQUEST']._serialized_start=208
-  _globals['_PUBLISHIMAGEVERSIONREQUEST']._serialized_end=250
-  _globals['_DEPRECATEIMAGEVERSIONREQUEST']._serialized_start=252
-  _globals['_DEPRECATEIMAGEVERSIONREQUEST']._serialized_end=296
-  _globals['_DELETEIMAGEVERSIONREQUEST']._serialized_start=298
-  _globals['_DELETEIMAGEVERSIONREQUEST']._serialized_end=339
-  _globals['_GETIMAGEVERSIONREQUEST']._serialized_start=341
-  _globals['_GETIMAGEVERSIONREQUEST']._serialized_end=379
-  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_start=381
-  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_end=462
-  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_start=464
-  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_end=565
-  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_start=568
-  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_end=747
-  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_start=701
-  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_end=736
-  _globals['_IMAGESERVICE']._serialized_start=750
-  _globals['_IMAGESERVICE']._serialized_end=1373
+  _globals['_CUSTOMIZEIMAGEVERSIONREQUEST']._serialized_start=68
+  _globals['_CUSTOMIZEIMAGEVERSIONREQUEST']._serialized_end=415
+  _globals['_CUSTOMIZEIMAGEVERSIONREQUEST_FILE']._serialized_start=364
+  _globals['_CUSTOMIZEIMAGEVERSIONREQUEST_FILE']._serialized_end=415
+  _globals['_CUSTOMIZEIMAGEVERSIONPROGRESS']._serialized_start=417
+  _globals['_CUSTOMIZEIMAGEVERSIONPROGRESS']._serialized_end=527
+  _globals['_PREFETCHIMAGEREQUEST']._serialized_start=529
+  _globals['_PREFETCHIMAGEREQUEST']._serialized_end=580
+  _globals['_PREFETCHIMAGERESPONSE']._serialized_start=582
+  _globals['_PREFETCHIMAGERESPONSE']._serialized_end=668
+  _globals['_PUBLISHIMAGEVERSIONREQUEST']._serialized_start=670
+  _globals['_PUBLISHIMAGEVERSIONREQUEST']._serialized_end=712
+  _globals['_DEPRECATEIMAGEVERSIONREQUEST']._serialized_start=714
+  _globals['_DEPRECATEIMAGEVERSIONREQUEST']._serialized_end=758
+  _globals['_DELETEIMAGEVERSIONREQUEST']._serialized_start=760
+  _globals['_DELETEIMAGEVERSIONREQUEST']._serialized_end=801
+  _globals['_GETIMAGEVERSIONREQUEST']._serialized_start=803
+  _globals['_GETIMAGEVERSIONREQUEST']._serialized_end=841
+  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_start=843
+  _globals['_LISTIMAGEVERSIONSREQUEST']._serialized_end=924
+  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_start=926
+  _globals['_LISTIMAGEVERSIONSRESPONSE']._serialized_end=1027
+  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_start=1030
+  _globals['_UPLOADIMAGEVERSIONREQUEST']._serialized_end=1209
+  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_start=1163
+  _globals['_UPLOADIMAGEVERSIONREQUEST_CHUNK']._serialized_end=1198
+  _globals['_IMAGESERVICE']._serialized_start=1212
+  _globals['_IMAGESERVICE']._serialized_end=1945
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,120 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CustomizeImageVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class File(_message.Message):
+        """A file to create (or replace) in the image."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        PATH_FIELD_NUMBER: _builtins.int
+        CONTENT_FIELD_NUMBER: _builtins.int
+        MODE_FIELD_NUMBER: _builtins.int
+        path: _builtins.str
+        """Absolute path in the guest."""
+        content: _builtins.bytes
+        mode: _builtins.int
+        """Permission bits; 0 means 0644."""
+        def __init__(
+            self,
+            *,
+            path: _builtins.str = ...,
+            content: _builtins.bytes = ...,
+            mode: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "mode", b"mode", "path", b"path"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    SYSLOG_TO_HYPERVISOR_FIELD_NUMBER: _builtins.int
+    KERNEL_MODULES_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_KEYS_FIELD_NUMBER: _builtins.int
+    SCRIPT_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """"images/{image}/versions/{v}", or "images/{image}" for its newest available version."""
+    image: _builtins.str
+    """"images/{image}" (or "{image}"): the image the result becomes a new version of."""
+    syslog_to_hypervisor: _builtins.bool
+    """Relay the guest's syslog to its hypervisor agent's log (over the guest channel)."""
+    script: _builtins.str
+    """A site script run with /bin/sh inside the image (not booted: no services, no network)."""
+    visibility: _image_pb2.ImageVersion.Visibility.ValueType
+    """Visibility of the new version; unspecified: that of the source."""
+    description: _builtins.str
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomizeImageVersionRequest.File]: ...
+    @_builtins.property
+    def kernel_modules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Kernel modules to load at boot (names, e.g. "dummy"); copied with their dependencies from
+        the modules of the kernel the image boots.
+        """
+
+    @_builtins.property
+    def authorized_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OpenSSH public keys for root's authorized_keys."""
+
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        image: _builtins.str = ...,
+        files: _abc.Iterable[Global___CustomizeImageVersionRequest.File] | None = ...,
+        syslog_to_hypervisor: _builtins.bool = ...,
+        kernel_modules: _abc.Iterable[_builtins.str] | None = ...,
+        authorized_keys: _abc.Iterable[_builtins.str] | None = ...,
+        script: _builtins.str = ...,
+        visibility: _image_pb2.ImageVersion.Visibility.ValueType = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_keys", b"authorized_keys", "description", b"description", "files", b"files", "image", b"image", "kernel_modules", b"kernel_modules", "script", b"script", "source", b"source", "syslog_to_hypervisor", b"syslog_to_hypervisor", "visibility", b"visibility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomizeImageVersionRequest: _TypeAlias = CustomizeImageVersionRequest  # noqa: Y015
+
+@_typing.final
+class CustomizeImageVersionProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    IMAGE_VERSION_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """What is being done now, for people."""
+    percent: _builtins.int
+    """0-100."""
+    @_builtins.property
+    def image_version(self) -> _image_pb2.ImageVersion:
+        """Set on the last message only: the version made."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        percent: _builtins.int = ...,
+        image_version: _image_pb2.ImageVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_version", b"image_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_version", b"image_version", "percent", b"percent", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomizeImageVersionProgress: _TypeAlias = CustomizeImageVersionProgress  # noqa: Y015
+
+@_typing.final
 class PrefetchImageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -71,6 +71,11 @@ class ImageServiceStub:
                 request_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
                 _registered_method=True)
+        self.CustomizeImageVersion = channel.unary_stream(
+                '/wnodes.v1.ImageService/CustomizeImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionProgress.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -127,6 +132,16 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CustomizeImageVersion(self, request, context):
+        """Copies a version's disk, customises the copy with libguestfs (files, syslog to the
+        hypervisor, kernel modules, SSH keys, a site script) and registers it as a new version with
+        the same kernel, initrd and command line. The source is never modified. Streams progress;
+        the last message carries the new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +179,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.PrefetchImage,
                     request_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.SerializeToString,
+            ),
+            'CustomizeImageVersion': grpc.unary_stream_rpc_method_handler(
+                    servicer.CustomizeImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +376,33 @@ class ImageService:
             '/wnodes.v1.ImageService/PrefetchImage',
             wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
             wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CustomizeImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wnodes.v1.ImageService/CustomizeImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,12 @@ class ImageServiceStub:
     """Asks hosts to hold the image's newest available version in their caches, and to keep
     following it as new versions are published (admins only).
     """
+    CustomizeImageVersion: _grpc.UnaryStreamMultiCallable[_image_service_pb2.CustomizeImageVersionRequest, _image_service_pb2.CustomizeImageVersionProgress]
+    """Copies a version's disk, customises the copy with libguestfs (files, syslog to the
+    hypervisor, kernel modules, SSH keys, a site script) and registers it as a new version with
+    the same kernel, initrd and command line. The source is never modified. Streams progress;
+    the last message carries the new version.
+    """
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -73,6 +79,12 @@ class ImageServiceAsyncStub(ImageServiceStub):
     PrefetchImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]  # type: ignore[assignment]
     """Asks hosts to hold the image's newest available version in their caches, and to keep
     following it as new versions are published (admins only).
+    """
+    CustomizeImageVersion: _aio.UnaryStreamMultiCallable[_image_service_pb2.CustomizeImageVersionRequest, _image_service_pb2.CustomizeImageVersionProgress]  # type: ignore[assignment]
+    """Copies a version's disk, customises the copy with libguestfs (files, syslog to the
+    hypervisor, kernel modules, SSH keys, a site script) and registers it as a new version with
+    the same kernel, initrd and command line. The source is never modified. Streams progress;
+    the last message carries the new version.
     """
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -135,6 +147,18 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_image_service_pb2.PrefetchImageResponse, _abc.Awaitable[_image_service_pb2.PrefetchImageResponse]]:
         """Asks hosts to hold the image's newest available version in their caches, and to keep
         following it as new versions are published (admins only).
+        """
+
+    @_abc_1.abstractmethod
+    def CustomizeImageVersion(
+        self,
+        request: _image_service_pb2.CustomizeImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_service_pb2.CustomizeImageVersionProgress], _abc.AsyncIterator[_image_service_pb2.CustomizeImageVersionProgress]]:
+        """Copies a version's disk, customises the copy with libguestfs (files, syslog to the
+        hypervisor, kernel modules, SSH keys, a site script) and registers it as a new version with
+        the same kernel, initrd and command line. The source is never modified. Streams progress;
+        the last message carries the new version.
         """
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -380,3 +380,22 @@ async def test_keys_are_checked(guest: FakeGuest) -> None:
     with pytest.raises(ValueError, match="32 lowercase hex"):
         await collect(channel.exec("job", key="not-a-key"))
     await channel.close()
+
+
+async def test_guest_syslog_lines_go_to_the_agents_log(guest: FakeGuest, caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare
+    channel = VirtioSerialChannel(guest.paths)
+    await channel.wait_ready(5)
+
+    # Execute: LOG lines come unasked, between the agent's answers
+    with caplog.at_level("INFO", logger="wnodes.guest.syslog"):
+        await guest._send("control", b"LOG Nov 26 03:00:00 vwn-1 user.notice root: hello-from-guest\n")
+        out, _, _ = await collect(channel.exec("echo ok"))  # the protocol goes on as before
+        await asyncio.sleep(0.05)
+
+    # Assert
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name == "wnodes.guest.syslog"] == [
+        "Nov 26 03:00:00 vwn-1 user.notice root: hello-from-guest"
+    ]
+    assert out == b""
+    await channel.close()

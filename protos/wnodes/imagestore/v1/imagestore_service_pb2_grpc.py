@@ -71,6 +71,11 @@ class ImagestoreServiceStub:
                 request_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
                 response_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
                 _registered_method=True)
+        self.CustomizeImageVersion = channel.unary_stream(
+                '/wnodes.imagestore.v1.ImagestoreService/CustomizeImageVersion',
+                request_serializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionRequest.SerializeToString,
+                response_deserializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionProgress.FromString,
+                _registered_method=True)
         self.DownloadBlob = channel.unary_stream(
                 '/wnodes.imagestore.v1.ImagestoreService/DownloadBlob',
                 request_serializer=wnodes_dot_imagestore_dot_v1_dot_imagestore__service__pb2.DownloadBlobRequest.SerializeToString,
@@ -123,6 +128,12 @@ class ImagestoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CustomizeImageVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DownloadBlob(self, request, context):
         """Streams a blob from offset (so an interrupted transfer resumes where it stopped).
         """
@@ -167,6 +178,11 @@ def add_ImagestoreServiceServicer_to_server(servicer, server):
                     servicer.PrefetchImage,
                     request_deserializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.FromString,
                     response_serializer=wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.SerializeToString,
+            ),
+            'CustomizeImageVersion': grpc.unary_stream_rpc_method_handler(
+                    servicer.CustomizeImageVersion,
+                    request_deserializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionRequest.FromString,
+                    response_serializer=wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionProgress.SerializeToString,
             ),
             'DownloadBlob': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadBlob,
@@ -363,6 +379,33 @@ class ImagestoreService:
             '/wnodes.imagestore.v1.ImagestoreService/PrefetchImage',
             wnodes_dot_v1_dot_image__service__pb2.PrefetchImageRequest.SerializeToString,
             wnodes_dot_v1_dot_image__service__pb2.PrefetchImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CustomizeImageVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wnodes.imagestore.v1.ImagestoreService/CustomizeImageVersion',
+            wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionRequest.SerializeToString,
+            wnodes_dot_v1_dot_image__service__pb2.CustomizeImageVersionProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,7 @@ class ImagestoreServiceStub:
     DeprecateImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeprecateImageVersionRequest, _image_pb2.ImageVersion]
     DeleteImageVersion: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageVersionRequest, _image_pb2.ImageVersion]
     PrefetchImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]
+    CustomizeImageVersion: _grpc.UnaryStreamMultiCallable[_image_service_pb2.CustomizeImageVersionRequest, _image_service_pb2.CustomizeImageVersionProgress]
     DownloadBlob: _grpc.UnaryStreamMultiCallable[_imagestore_service_pb2.DownloadBlobRequest, _imagestore_service_pb2.BlobChunk]
     """Streams a blob from offset (so an interrupted transfer resumes where it stopped)."""
 
@@ -55,6 +56,7 @@ class ImagestoreServiceAsyncStub(ImagestoreServiceStub):
     DeprecateImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeprecateImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
     DeleteImageVersion: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageVersionRequest, _image_pb2.ImageVersion]  # type: ignore[assignment]
     PrefetchImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.PrefetchImageRequest, _image_service_pb2.PrefetchImageResponse]  # type: ignore[assignment]
+    CustomizeImageVersion: _aio.UnaryStreamMultiCallable[_image_service_pb2.CustomizeImageVersionRequest, _image_service_pb2.CustomizeImageVersionProgress]  # type: ignore[assignment]
     DownloadBlob: _aio.UnaryStreamMultiCallable[_imagestore_service_pb2.DownloadBlobRequest, _imagestore_service_pb2.BlobChunk]  # type: ignore[assignment]
     """Streams a blob from offset (so an interrupted transfer resumes where it stopped)."""
 
@@ -107,6 +109,13 @@ class ImagestoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _image_service_pb2.PrefetchImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.PrefetchImageResponse, _abc.Awaitable[_image_service_pb2.PrefetchImageResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CustomizeImageVersion(
+        self,
+        request: _image_service_pb2.CustomizeImageVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_service_pb2.CustomizeImageVersionProgress], _abc.AsyncIterator[_image_service_pb2.CustomizeImageVersionProgress]]: ...
 
     @_abc_1.abstractmethod
     def DownloadBlob(

@@ -6,7 +6,9 @@ Protocol (the guest side, and its full description, is deploy/images/guest/wnode
   ``ATTACH <key> <stdout offset> <stderr offset>``, ``FORGET <key>``, ``POWEROFF``. Guest:
   ``READY <kernel release>`` (at boot, after each reconnection of the host end and in answer to
   PING), ``EXIT <key> <code> <stdout bytes> <stderr bytes>`` once a command ended and its output
-  was sent, ``LOST <key>`` (ATTACH to an execution it does not know), ``ERROR <text>``.
+  was sent, ``LOST <key>`` (ATTACH to an execution it does not know), ``ERROR <text>``, and
+  ``LOG <text>``: a line of the guest's syslog (images customised with syslog to the hypervisor),
+  logged here through ``GUEST_LOG`` with the VM's name, so it lands in the agent's log.
 - ``org.wnodes.stdout`` and ``org.wnodes.stderr`` carry frames: ``WNF1 <key> <offset> <length>\\n``
   then that many bytes of the command's log from that offset. The guest logs every command's
   output to files and a single streamer sends them, so a host end that restarted mid-command (or
@@ -43,6 +45,9 @@ from services.hypervisor.drivers.base import (
 from services.hypervisor.drivers.libvirt.domain_xml import ChannelPaths
 
 LOG = logging.getLogger(__name__)
+# The guests' own syslog lines (LOG on the control port): a logger of their own, so a site can
+# route or silence them apart from the agent's messages.
+GUEST_LOG = logging.getLogger("wnodes.guest.syslog")
 
 _READ_SIZE = 65536
 _QUEUE_SIZE = 256
@@ -236,6 +241,8 @@ class _Connection:
             job = self.execs.get(rest.strip())
             if job is not None:
                 job.fail(ExecutionLost(f"{self.name}: the guest has no log of execution {job.key} (did it reboot?)"))
+        elif verb == "LOG":
+            GUEST_LOG.info("%s: %s", self.name, rest)
         elif verb == "ERROR":
             LOG.warning("%s: guest agent error: %s", self.name, rest)
         elif line:
