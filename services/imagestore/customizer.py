@@ -144,7 +144,7 @@ class GuestfsCustomizer:
     launch_seconds: list[float] = field(default_factory=list)
 
     def _handle(self) -> Any:
-        import guestfs  # type: ignore[import-untyped]  # Debian's python3-guestfs; imported here so the imagestore starts without it
+        import guestfs  # Debian's python3-guestfs; imported here so the imagestore starts without it
 
         g = guestfs.GuestFS(python_return_dict=True)
         # Set explicitly unless the operator did: the libvirt backend needs a libvirtd session we
