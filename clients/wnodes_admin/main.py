@@ -3,7 +3,7 @@
     wnodes-admin stack up|status|env|down|kill|restart   a whole deployment on this machine
     wnodes-admin hypervisors list|show                   the farm
     wnodes-admin vms list|show                           every VM, whoever owns it
-    wnodes-admin images list|show|upload|customize|publish|deprecate|delete   the image catalogue
+    wnodes-admin images list|show|upload|build|customize|publish|deprecate|delete   the image catalogue
     wnodes-admin nameservers list                        replicas and the duties they lead
 """
 
@@ -167,6 +167,37 @@ def images_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def images_build(args: argparse.Namespace) -> int:
+    """Builds a recipe (deploy/images/recipes/*.toml) and uploads it as a new version of its image."""
+    from deploy.images import build
+    from deploy.images.recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(Path(args.recipe))
+    except RecipeError as err:
+        raise RuntimeError(str(err)) from None
+    kernel, mirror = build.build_environment()
+    out = Path(args.out).resolve()
+    started = time.monotonic()
+    with console.status(f"building {recipe.name} from {recipe.source} ({recipe.base})", spinner="dots") if args.output != "json" \
+            else contextlib.nullcontext():  # fmt: skip
+        image_dir = build.build_recipe(recipe, out, kernel, mirror)
+    built = time.monotonic() - started
+    if args.no_upload:
+        emit_one({"image": recipe.name, "folder": str(image_dir), "recipe_sha256": recipe.sha256, "build_seconds": round(built, 1)}, args.output)
+        return 0
+    with _client(args) as c, Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                       console=console, disable=args.output == "json") as progress:
+        task = progress.add_task(f"uploading {recipe.name}", total=None)
+        version = build.upload_built(c, image_dir, lambda sent, total: progress.update(task, completed=sent, total=total))
+    row: dict[str, Any] = as_dict(version) if args.output == "json" else {"name": version.name, "disk_sha256": version.disk.sha256,
+                                                            "recipe_sha256": recipe.sha256}  # fmt: skip
+    if args.output == "json":
+        row["build_seconds"] = round(built, 1)
+    emit_one(row, args.output)
+    return 0
+
+
 def images_customize(args: argparse.Namespace) -> int:
     """A new version from a libguestfs-customised copy of SOURCE (which stays as it was)."""
     files: dict[str, bytes] = {}
@@ -284,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--visibility", choices=["PRIVATE", "VO", "PUBLIC"], default="VO")
     upload.add_argument("--no-publish", action="store_true", help="register it BUILDING; 'images publish' makes it usable")
     upload.set_defaults(fn=images_upload)
+    build = images.add_parser("build", parents=[OUTPUT], help="build a recipe (deploy/images/recipes/*.toml) and upload it as a new version")
+    build.add_argument("recipe", help="recipe file")
+    build.add_argument("--out", default=str(DEFAULT_IMAGES), help="where the build goes (a folder named after the image)")
+    build.add_argument("--no-upload", action="store_true", help="build only")
+    build.set_defaults(fn=images_build)
     cust = images.add_parser("customize", parents=[OUTPUT], help="a new version from a libguestfs-customised copy of a version")
     cust.add_argument("source", help="images/NAME (newest available) or images/NAME/versions/N")
     cust.add_argument("--name", required=True, help="image the result becomes a new version of")

@@ -488,18 +488,23 @@ class Client:
         description: str = "",
         publish: bool = True,
         sha256: dict[str, str] | None = None,
+        owner_vo: str = "",
+        customizations: Sequence[str] = (),
         on_progress: Callable[[int, int], None] | None = None,
     ) -> image_pb2.ImageVersion:
         """Uploads files as a new version of image; checksums are computed here and verified by
         the imagestore, so a corrupted or cut transfer is refused. publish=False registers the
         version BUILDING (publish it with publish_image). sha256 declares a part's checksum
-        instead of computing it (a caller that knows it already)."""
+        instead of computing it (a caller that knows it already). owner_vo (admins only; default
+        the caller's VO) owns a new image; customizations records how the files were made (a
+        recipe build), one line each."""
         parts = {"disk": disk} | ({"kernel": kernel} if kernel else {}) | ({"initrd": initrd} if initrd else {})
         declared = sha256 or {}
         blobs = {p: image_pb2.Blob(sha256=declared.get(p) or _sha256(f), size_bytes=f.stat().st_size) for p, f in parts.items()}
         header = image_pb2.ImageVersion(
             image=image, visibility=image_pb2.ImageVersion.Visibility.Value(visibility), format="qcow2",
-            architecture="x86_64", disk=blobs["disk"], description=description,
+            architecture="x86_64", disk=blobs["disk"], description=description, owner_vo=owner_vo,
+            customizations=list(customizations),
             state=image_pb2.ImageVersion.AVAILABLE if publish else image_pb2.ImageVersion.BUILDING,
         )
         if kernel:

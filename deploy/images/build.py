@@ -27,6 +27,7 @@ kernel, modules, busybox, the guest scripts, this file); ``--force`` rebuilds ev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,13 +41,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deploy.images.recipe import Recipe, RecipeError, load_recipe
+
+if TYPE_CHECKING:
+    from clients.wnodes_client import Client
+    from wnodes.v1.image_pb2 import ImageVersion
 
 LOG = logging.getLogger("wnodes.images.build")
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE.parents[1] / "var" / "images"
 GUEST_DIR = HERE / "guest"
 AGENT_SCRIPT = GUEST_DIR / "wnodes-init.sh"
 BOOT_SCRIPT = GUEST_DIR / "boot-init.sh"
@@ -413,6 +422,37 @@ def debootstrap_tree(cache: Path, mirror: str) -> Path:
     return tree
 
 
+def apt_install(tree: Path, packages: Sequence[str], env: dict[str, str]) -> None:
+    """apt-get install in a chroot of tree (its resolv.conf and policy-rc.d set by the caller)."""
+    quiet = subprocess.DEVNULL if not LOG.isEnabledFor(logging.DEBUG) else None
+    subprocess.run(["chroot", str(tree), "apt-get", "update", "-qq"], check=True, env=env, stdout=quiet)
+    subprocess.run(["chroot", str(tree), "apt-get", "install", "-y", "-qq", "--no-install-recommends", "--", *packages],
+                   check=True, env=env, stdout=quiet)  # fmt: skip
+    subprocess.run(["chroot", str(tree), "apt-get", "clean"], check=True, env=env)
+
+
+@contextlib.contextmanager
+def chroot_ready(tree: Path) -> Iterator[dict[str, str]]:
+    """While inside: no daemon starts in tree and its resolver is this host's. Yields apt's environment."""
+    policy = tree / "usr/sbin/policy-rc.d"
+    resolv = tree / "etc/resolv.conf"
+    saved_resolv = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    try:
+        policy.write_text("#!/bin/sh\n# no daemon starts while the image is built\nexit 101\n")
+        policy.chmod(0o755)
+        resolv.unlink(missing_ok=True)
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        yield {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    finally:
+        policy.unlink(missing_ok=True)
+        resolv.unlink(missing_ok=True)
+        if saved_resolv is not None:
+            resolv.write_bytes(saved_resolv)
+    for p in (tree / "var/lib/apt/lists").glob("*"):
+        if p.is_file():
+            p.unlink()
+
+
 def customise_debian_tree(tree: Path, cache: Path) -> Path:
     """Adds DEBIAN_PACKAGES and the user wnodes to the cached minbase tree (apt in a chroot, from
     the tree's own sources); done again only when the wanted customisation changes. Returns the
@@ -422,20 +462,8 @@ def customise_debian_tree(tree: Path, cache: Path) -> Path:
     if stamp.exists() and stamp.read_text() == wanted:
         return stamp
     LOG.info("adding %s and the user %s to the %s tree", " ".join(DEBIAN_PACKAGES), JOB_USER, DEBIAN_SUITE)
-    policy = tree / "usr/sbin/policy-rc.d"
-    resolv = tree / "etc/resolv.conf"
-    saved_resolv = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
-    try:
-        policy.write_text("#!/bin/sh\n# no daemon starts while the image is built\nexit 101\n")
-        policy.chmod(0o755)
-        resolv.unlink(missing_ok=True)
-        shutil.copyfile("/etc/resolv.conf", resolv)
-        quiet = subprocess.DEVNULL if not LOG.isEnabledFor(logging.DEBUG) else None
-        subprocess.run(["chroot", str(tree), "apt-get", "update", "-qq"], check=True, env=env, stdout=quiet)
-        subprocess.run(["chroot", str(tree), "apt-get", "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES],
-                       check=True, env=env, stdout=quiet)  # fmt: skip
-        subprocess.run(["chroot", str(tree), "apt-get", "clean"], check=True, env=env)
+    with chroot_ready(tree) as env:
+        apt_install(tree, DEBIAN_PACKAGES, env)
         if not any(line.split(":")[2:3] == [str(JOB_UID)] for line in (tree / "etc/passwd").read_text().splitlines()):
             subprocess.run(["chroot", str(tree), "useradd", "--create-home", "--uid", str(JOB_UID), "--user-group",
                             "--shell", "/bin/bash", JOB_USER], check=True, env=env)  # fmt: skip
@@ -445,14 +473,6 @@ def customise_debian_tree(tree: Path, cache: Path) -> Path:
             (f"{JOB_USER}:*:" + line.split(":", 2)[2] if line.startswith(f"{JOB_USER}:") else line) + "\n"
             for line in shadow.read_text().splitlines()
         ))  # fmt: skip
-    finally:
-        policy.unlink(missing_ok=True)
-        resolv.unlink(missing_ok=True)
-        if saved_resolv is not None:
-            resolv.write_bytes(saved_resolv)
-    for p in (tree / "var/lib/apt/lists").glob("*"):
-        if p.is_file():
-            p.unlink()
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     drop_in = tree / "etc/ssh/sshd_config.d/wnodes.conf"
@@ -522,6 +542,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def build_boot_files(image_dir: Path, kernel: Kernel, force: bool, timings: dict[str, float]) -> None:
+    """vmlinux and initrd.img in image_dir, rebuilt when stale; the same bytes for every image."""
+    me = Path(__file__).resolve()
+    vmlinux, initrd = image_dir / "vmlinux", image_dir / "initrd.img"
+    started = time.monotonic()
+    if force or is_stale([vmlinux], [kernel.vmlinuz, me]):
+        write_atomic(vmlinux, slim_elf(extract_vmlinux(kernel.vmlinuz.read_bytes())), 0o644)
+        timings["vmlinux"] = time.monotonic() - started
+    started = time.monotonic()
+    if force or is_stale([initrd], [kernel.modules_dir / "modules.dep", BUSYBOX, BOOT_SCRIPT, me]):
+        write_atomic(initrd, build_initrd_bytes(kernel))
+        timings["initrd"] = time.monotonic() - started
+
+
 def build_image(name: str, out: Path, kernel: Kernel, mirror: str, force: bool) -> dict[str, object]:
     image_dir = out / name
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -530,16 +564,7 @@ def build_image(name: str, out: Path, kernel: Kernel, mirror: str, force: bool) 
     me = Path(__file__).resolve()
     timings: dict[str, float] = {}
 
-    started = time.monotonic()
-    if force or is_stale([vmlinux], [kernel.vmlinuz, me]):
-        write_atomic(vmlinux, slim_elf(extract_vmlinux(kernel.vmlinuz.read_bytes())), 0o644)
-        timings["vmlinux"] = time.monotonic() - started
-
-    started = time.monotonic()
-    module_inputs = [kernel.modules_dir / "modules.dep", BUSYBOX, BOOT_SCRIPT, me]
-    if force or is_stale([initrd], module_inputs):
-        write_atomic(initrd, build_initrd_bytes(kernel))
-        timings["initrd"] = time.monotonic() - started
+    build_boot_files(image_dir, kernel, force, timings)
 
     started = time.monotonic()
     if name == "tiny":
@@ -585,9 +610,106 @@ def build_image(name: str, out: Path, kernel: Kernel, mirror: str, force: bool) 
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# Recipes (deploy/images/recipes/*.toml, parsed by recipe.py)
+
+
+def add_recipe_files(root: Path, recipe: Recipe) -> None:
+    for f in recipe.files:
+        target = root / f.path.lstrip("/")
+        if target.is_symlink():  # a busybox applet link: the recipe's file replaces it
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.content)
+        os.chown(target, 0, 0)
+        os.chmod(target, f.mode)
+
+
+def build_recipe(recipe: Recipe, out: Path, kernel: Kernel, mirror: str) -> Path:
+    """Builds a recipe into out/<recipe name>/ (manifest.json, vmlinux, initrd.img, disk.qcow2);
+    returns that folder. The disk is always rebuilt (a build is an explicit act: for debian12 it
+    also picks up the mirror's updates); the kernel and initrd only when stale."""
+    image_dir = out / recipe.name
+    image_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    build_boot_files(image_dir, kernel, False, timings)
+    disk = image_dir / "disk.qcow2"
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=out, prefix=f".recipe-{recipe.name}-") as tmp:
+        root = Path(tmp) / "root"
+        if recipe.base == "tiny":
+            root.mkdir(mode=0o755)
+            populate_tiny_root(root)
+            (root / "etc/hostname").write_text(f"{recipe.name}\n")
+            add_recipe_files(root, recipe)
+            os_release = TINY_OS_RELEASE
+            make_disk(root, disk, size_mib=256, compress=False)
+        else:
+            tree = debootstrap_tree(out / ".cache", mirror)
+            customise_debian_tree(tree, out / ".cache")
+            # A copy: the cached tree is every debian12 image's base and must stay as it is.
+            subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(root)], check=True)
+            timings["copy"] = time.monotonic() - started
+            if recipe.packages:
+                LOG.info("%s: apt-get install %s", recipe.name, " ".join(recipe.packages))
+                with chroot_ready(root) as env:
+                    apt_install(root, recipe.packages, env)
+                timings["packages"] = time.monotonic() - started - timings["copy"]
+            (root / "etc/hostname").write_text(f"{recipe.name}\n")
+            add_recipe_files(root, recipe)
+            install_agent(root)
+            os_release = (root / "usr/lib/os-release").read_text()
+            make_disk(root, disk, size_mib=max(1024, 2 * dir_size_mib(root) + 256), compress=True)
+    timings["disk"] = time.monotonic() - started
+    files = (image_dir / "vmlinux", image_dir / "initrd.img", disk)
+    data: dict[str, object] = {
+        "name": recipe.name,
+        "architecture": "x86_64",
+        "format": "qcow2",
+        "cmdline": KERNEL_CMDLINE,
+        "kernel_release": kernel.release,
+        "min_memory_mib": 128 if recipe.base == "tiny" else 256,
+        "os_release": parse_os_release(os_release),
+        "description": recipe.description or f"{recipe.name} (recipe {recipe.source})",
+        "vo": recipe.vo,
+        "visibility": recipe.visibility,
+        "recipe": {"source": recipe.source, "sha256": recipe.sha256},
+        "customizations": recipe.customizations(),
+        "files": {f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in files},
+    }
+    write_atomic(image_dir / "manifest.json", (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    LOG.info("%s: built from %s in %s", recipe.name, recipe.source, ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    return image_dir
+
+
+def upload_built(client: Client, image_dir: Path, on_progress: Callable[[int, int], None] | None = None) -> ImageVersion:
+    """Uploads a recipe build (its manifest's checksums declared, verified by the imagestore) as
+    a new version of the image, owned by the recipe's VO and recording the recipe."""
+    manifest = json.loads((image_dir / "manifest.json").read_text())
+    sums = {"disk": manifest["files"]["disk.qcow2"]["sha256"], "kernel": manifest["files"]["vmlinux"]["sha256"],
+            "initrd": manifest["files"]["initrd.img"]["sha256"]}  # fmt: skip
+    return client.upload_image(
+        manifest["name"], image_dir / "disk.qcow2", kernel=image_dir / "vmlinux", initrd=image_dir / "initrd.img",
+        cmdline=manifest["cmdline"], visibility=manifest["visibility"], owner_vo=manifest["vo"],
+        description=manifest["description"], customizations=manifest["customizations"], sha256=sums, on_progress=on_progress,
+    )  # fmt: skip
+
+
+def build_environment(kernel_path: Path | None = None, mirror: str | None = None) -> tuple[Kernel, str]:
+    """The kernel and Debian mirror a build uses; refuses to start what would fail half way."""
+    if os.geteuid() != 0:
+        raise SystemExit("image builds must run as root (debootstrap, chroot, file ownership in the images)")
+    kernel = find_kernel(kernel_path)
+    if not kernel.modules_dir.is_dir():
+        raise SystemExit(f"{kernel.modules_dir} is missing for {kernel.vmlinuz}")
+    return kernel, mirror or debian_mirror()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--recipe", type=Path, help="build this recipe (deploy/images/recipes/*.toml) instead of the defaults")
+    parser.add_argument("--upload", action="store_true", help="upload the recipe's build as a new version (WNODES_GATEWAY)")
     parser.add_argument("--only", choices=IMAGES, action="append", help="build only this image")
     parser.add_argument("--kernel", type=Path, help="bzImage to use (default: newest 6.1 in /boot)")
     parser.add_argument("--mirror", help="Debian mirror (default: the one apt uses here)")
@@ -598,14 +720,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if os.geteuid() != 0:
-        parser.error("must run as root (debootstrap, file ownership in the images)")
-    kernel = find_kernel(args.kernel)
-    if not kernel.modules_dir.is_dir():
-        parser.error(f"{kernel.modules_dir} is missing for {kernel.vmlinuz}")
-    mirror = args.mirror or debian_mirror()
+    if args.upload and not args.recipe:
+        parser.error("--upload needs --recipe")
+    recipe = None
+    if args.recipe:
+        try:
+            recipe = load_recipe(args.recipe)
+        except RecipeError as err:
+            parser.error(str(err))
+    kernel, mirror = build_environment(args.kernel, args.mirror)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if recipe is not None:
+        started = time.monotonic()
+        image_dir = build_recipe(recipe, out, kernel, mirror)
+        LOG.info("%s: %s in %.1f s", recipe.name, image_dir, time.monotonic() - started)
+        if args.upload:
+            from clients.wnodes_client import Client
+
+            gateway = os.environ.get("WNODES_GATEWAY")
+            if not gateway:
+                parser.error("--upload: set WNODES_GATEWAY (eval \"$(wnodes-admin stack env)\")")
+            user = os.environ.get("WNODES_USER", "wnodes-admin")
+            with Client(gateway, user=user, vo=os.environ.get("WNODES_VO", recipe.vo), roles=["admin"]) as client:
+                version = upload_built(client, image_dir, lambda sent, total: LOG.debug("uploaded %d/%d bytes", sent, total))
+            LOG.info("uploaded %s (disk sha256 %s)", version.name, version.disk.sha256[:16])
+        return 0
     for name in args.only or IMAGES:
         started = time.monotonic()
         manifest = build_image(name, out, kernel, mirror, args.force)

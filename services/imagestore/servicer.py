@@ -106,6 +106,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
             initrd=ref("initrd"),
             cmdline=header.direct_boot.cmdline,
             description=header.description,
+            customizations=list(header.customizations),
             # Published (usable by new VMs) only once every blob has arrived and matched its
             # sha256: a refused upload leaves no version behind.
             state="BUILDING" if header.state == image_pb2.ImageVersion.BUILDING else "AVAILABLE",
