@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload.set_defaults(fn=images_upload)
     build = images.add_parser("build", parents=[OUTPUT], help="build a recipe (deploy/images/recipes/*.toml) and upload it as a new version")
     build.add_argument("recipe", help="recipe file")
-    build.add_argument("--out", default=str(DEFAULT_IMAGES), help="where the build goes (a folder named after the image)")
+    build.add_argument("--out", default=str(DEFAULT_IMAGES), help="images folder: the build goes to OUT/recipes/NAME, the debootstrap cache is OUT/.cache")
     build.add_argument("--no-upload", action="store_true", help="build only")
     build.set_defaults(fn=images_build)
     cust = images.add_parser("customize", parents=[OUTPUT], help="a new version from a libguestfs-customised copy of a version")

@@ -626,16 +626,19 @@ def add_recipe_files(root: Path, recipe: Recipe) -> None:
 
 
 def build_recipe(recipe: Recipe, out: Path, kernel: Kernel, mirror: str) -> Path:
-    """Builds a recipe into out/<recipe name>/ (manifest.json, vmlinux, initrd.img, disk.qcow2);
-    returns that folder. The disk is always rebuilt (a build is an explicit act: for debian12 it
-    also picks up the mirror's updates); the kernel and initrd only when stale."""
-    image_dir = out / recipe.name
+    """Builds a recipe into out/recipes/<recipe name>/ (manifest.json, vmlinux, initrd.img,
+    disk.qcow2) and returns that folder; out/.cache holds the debootstrap tree the default images
+    share. Not out/<name>/: the dev stack registers every out/*/manifest.json as a PUBLIC image,
+    and a recipe's build is uploaded by its own command, owned by its VO. The disk is always
+    rebuilt (a build is an explicit act: for debian12 it also picks up the mirror's updates); the
+    kernel and initrd only when stale."""
+    image_dir = out / "recipes" / recipe.name
     image_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     build_boot_files(image_dir, kernel, False, timings)
     disk = image_dir / "disk.qcow2"
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=out, prefix=f".recipe-{recipe.name}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=image_dir.parent, prefix=f".{recipe.name}-") as tmp:
         root = Path(tmp) / "root"
         if recipe.base == "tiny":
             root.mkdir(mode=0o755)

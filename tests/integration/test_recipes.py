@@ -74,7 +74,7 @@ def test_each_build_of_a_recipe_is_a_new_version_that_records_the_recipe(stack: 
     for v in (second, third):  # unchanged parts: the same content-addressed blobs
         assert v["direct_boot"]["kernel"] == first["direct_boot"]["kernel"]
         assert v["direct_boot"]["initrd"] == first["direct_boot"]["initrd"]
-    manifest = json.loads((out / "cms-tiny" / "manifest.json").read_text())
+    manifest = json.loads((out / "recipes" / "cms-tiny" / "manifest.json").read_text())
     assert manifest["files"]["disk.qcow2"]["sha256"] == third["disk"]["sha256"]
     assert manifest["recipe"]["sha256"] in recorded[2]
     assert first["build_seconds"] > 0
