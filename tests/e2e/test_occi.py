@@ -149,7 +149,7 @@ async def test_a_storage_link_is_a_virtio_disk_the_guest_sees_by_serial(occi: Oc
     assert f"Link: <{storage}>" in (await occi.get(compute))[2]
     seen = await occi.ssh(attrs, FIND_BY_SERIAL.format(serial=serial), until=bool, timeout=60)
     assert seen == "vdb 131072\n", seen  # 64 MiB in 512-byte sectors
-    assert (await occi.ssh(attrs, "cat /sys/block/vdb/serial; test -b /dev/vdb && echo block-device")).split() == [serial, "block-device"]
+    assert (await occi.ssh(attrs, "echo $(cat /sys/block/vdb/serial); test -b /dev/vdb && echo block-device")).split() == [serial, "block-device"]
 
     # Execute / Assert: unlinking unplugs the disk
     started = time.monotonic()

@@ -82,6 +82,7 @@ async def test_pocci_against_the_gateway(fake_stack: Stack, mime: str) -> None:
     await _clean_slate(fake_stack)
     name, password, _ = _user(fake_stack, 0)
     results = await asyncio.to_thread(pocci.run, _state(fake_stack).occi, name, password, mime)
+    print(f"\npOCCI against the gateway, {mime}: {sum(v == 'OK' for v in results.values())}/{len(results)} OK")
     assert set(results) == set(pocci.DEFAULT_TESTS)
     assert {k: v for k, v in results.items() if v != "OK"} == {}
 
@@ -96,6 +97,7 @@ async def test_pocci_optional_tests_against_the_gateway(fake_stack: Stack) -> No
     tests = ["OCCI/INFRA/CREATE/002", "OCCI/INFRA/CREATE/003",  # a storage and a network for INFRA/CREATE/005 to link
              "OCCI/CORE/CREATE/001", "OCCI/CORE/CREATE/006", "OCCI/INFRA/CREATE/005"]
     results = await asyncio.to_thread(pocci.run, _state(fake_stack).occi, name, password, "text/plain", tests)
+    print(f"\npOCCI optional tests against the gateway: {results}")
     assert results["OCCI/CORE/CREATE/006"] == "OK" and results["OCCI/INFRA/CREATE/005"] == "OK", results
     assert "400 Bad Request" in results["OCCI/CORE/CREATE/001"]
 
