@@ -129,10 +129,20 @@ class CloudBackendContract:
                 await backend.set_storage_online(ALICE, first.id, False)  # attached
             with pytest.raises(NotFound):
                 await backend.detach_storage(BOB, link.id)
+            await until_active(backend, c.id)
+            await backend.compute_action(ALICE, c.id, "suspend")
+            with pytest.raises(FailedPrecondition):
+                await backend.detach_storage(ALICE, link.id)  # a paused guest cannot let go of a disk
+            await backend.compute_action(ALICE, c.id, "start")
             await backend.detach_storage(ALICE, link.id)
             assert link.id not in {x.id for x in await backend.list_storage_links(ALICE)}
             with pytest.raises(NotFound):
                 await backend.detach_storage(ALICE, link.id)
+            await backend.compute_action(ALICE, c.id, "suspend")
+            again = await backend.attach_storage(ALICE, c.id, first.id)  # a suspended compute takes disks
+            assert (again.id, again.device, again.state) == (link.id, "/dev/vdb", "active")
+            await backend.compute_action(ALICE, c.id, "start")
+            await backend.detach_storage(ALICE, again.id)
             await backend.delete_storage(ALICE, first.id)  # detached: free to go
         finally:
             await backend.delete_compute(ALICE, c.id)

@@ -3,7 +3,8 @@ from inside the guest over SSH with the key the user gave):
 - a compute made from an os_tpl and a resource_tpl boots, takes the SSH key, shows its cores
   and memory, stops, starts on the same disk and is deleted;
 - a storage linked to a running compute is a hot-plugged virtio disk of its size whose serial
-  is the storage's id; deleting the link unplugs it; everything is 404 once deleted.
+  is the storage's id; deleting the link unplugs it; linked to a suspended compute, the guest
+  finds it when it resumes; everything is 404 once deleted.
 """
 
 from __future__ import annotations
@@ -159,8 +160,19 @@ async def test_a_storage_link_is_a_virtio_disk_the_guest_sees_by_serial(occi: Oc
     assert f"Link: <{storage}>" not in (await occi.get(compute))[2]
     print(f"\nOCCI storage link to a running debian12 compute: linked in {linked_s:.2f}s, unlinked in {unlinked_s:.2f}s")
 
-    # everything goes, and is 404 afterwards
-    await occi.delete(storage)
+    # a suspended (paused) compute takes the disk too: the guest finds it when it resumes
+    await occi.act(compute, "suspend")
+    await occi.wait_state(compute, "suspended")
+    link = await occi.create("/storagelink/", category("storagelink"), f'X-OCCI-Attribute: occi.core.source="{compute}"',
+                             f'X-OCCI-Attribute: occi.core.target="{storage}"', 'X-OCCI-Attribute: occi.storagelink.deviceid="/dev/vdb"')
+    async with occi.http.delete(link, headers=occi.headers) as r:
+        assert r.status == 409 and "start it first" in await r.text()  # a paused guest cannot let go of a disk
+    await occi.act(compute, "start")
+    attrs = await occi.wait_state(compute, "active")
+    assert await occi.ssh(attrs, FIND_BY_SERIAL.format(serial=serial), until=bool, timeout=60) == "vdb 131072\n"
+
+    # everything goes, and is 404 afterwards: deleting the compute frees its storage
     await occi.delete(compute)
+    await occi.delete(storage)
     for path in (link, storage, compute):
         assert (await occi.get(path))[0] == 404, path

@@ -63,12 +63,12 @@ def test_stack_env_names_the_occi_endpoint_and_two_users_in_two_vos(fake_stack: 
 
 
 async def _clean_slate(stack: Stack, index: int = 0) -> None:
-    """Deletes every link, then every resource, of the user: pOCCI links the first compute,
-    storage and network it lists, and a storage left attached by an earlier run is rightly a
-    conflict (a volume is attached to one VM at a time)."""
+    """Deletes every compute (and so its links), then every other resource, of the user: pOCCI
+    links the first compute, storage and network it lists, and a storage left attached by an
+    earlier run is rightly a conflict (a volume is attached to one VM at a time)."""
     headers = {**auth(stack, index), "Accept": "text/uri-list"}
     async with aiohttp.ClientSession() as http:
-        for collection in ("/link/", "/resource/"):
+        for collection in ("/compute/", "/link/", "/resource/"):
             async with http.get(_state(stack).occi + collection, headers=headers) as r:
                 assert r.status == 200, await r.text()
                 urls = [line for line in (await r.text()).splitlines() if line and not line.startswith("#")]

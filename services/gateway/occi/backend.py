@@ -8,9 +8,12 @@ Contract (checked by tests/contract/occi_backend_contract.py for both):
 - a failed create leaves nothing behind;
 - ``delete_*`` of a missing resource raises ``NotFound``; after a delete, ``get_*`` raises it too
   (a VM being torn down, or a volume being detached, is already gone for OCCI);
-- what the resource's state forbids raises ``FailedPrecondition`` saying why (a power action on
-  a compute that is still booting, deleting attached storage or a network with interfaces,
-  attaching offline storage, a device already taken); a full farm raises ``NoCapacity``;
+- a compute that is still booting is waited for (up to a bound) by a power action or a storage
+  link: OCCI has no "booting" state;
+- what the resource's state forbids raises ``FailedPrecondition`` saying why (restarting a
+  stopped compute, deleting attached storage or a network with interfaces, attaching offline
+  storage, a device already taken, detaching from a suspended compute); a full farm raises
+  ``NoCapacity``;
 - ids are lowercase letters, digits and '-', unique per kind;
 - storage and networks keep a title, no summary (the API has no field for one).
 """

@@ -156,8 +156,9 @@ class GrpcCloudBackend:
         return vm
 
     async def _settled_vm(self, principal: Principal, compute_id: str) -> virtual_machine_pb2.VirtualMachine:
-        """The VM once it is past its boot (disks can be attached only then), polled for up to
-        ``operation_wait`` seconds: a VM has no operation to wait on, only its create has."""
+        """The VM once it is past its boot (power actions and disks need a running, suspended
+        or stopped VM), polled for up to ``operation_wait`` seconds: the OCCI request does not
+        know the create's operation, only the VM."""
         loop = asyncio.get_running_loop()
         deadline, pause = loop.time() + self._wait_for, 0.1
         while (vm := await self._vm(principal, compute_id)).state in pc.SETTLING and loop.time() < deadline:
@@ -205,8 +206,10 @@ class GrpcCloudBackend:
             pass  # gone already: that is what was asked
 
     async def compute_action(self, principal: Principal, compute_id: str, action: ComputeAction) -> Compute:
-        """Start also resumes a suspended compute (the API's StartVirtualMachine does that)."""
-        vm = await self._vm(principal, compute_id)
+        """Start also resumes a suspended compute (the API's StartVirtualMachine does that). OCCI
+        has no "booting" state, so an action on a compute still starting waits for its boot (up
+        to ``operation_wait``; after that the API's FAILED_PRECONDITION says it is starting)."""
+        vm = await self._settled_vm(principal, compute_id)
         registry = self._b.registry
         if action == "start":
             started = self._call(principal, registry.StartVirtualMachine, vms.StartVirtualMachineRequest(name=vm.name))

@@ -2,7 +2,8 @@
 
 It answers as the real API does, so that what passes here means the same against the gateway:
 computes become active at once and actions follow the API's power table; storage attaches as
-virtio disks vdb ... vdz whose serial is its id; networks without an address get a free /24;
+virtio disks vdb ... vdz whose serial is its id (to a suspended compute too; it is detached
+from a running or stopped one only); networks without an address get a free /24;
 interfaces lease a MAC and an address. Everything is owned by the principal that created it,
 and only that principal sees it.
 """
@@ -243,6 +244,10 @@ class MemoryCloudBackend:
         return [replace(link) for link in self._list("storagelink", principal, StorageLink)]
 
     async def detach_storage(self, principal: Principal, link_id: str) -> None:
+        link = self._get("storagelink", principal, link_id, StorageLink)
+        if self._get("compute", principal, link.compute_id, Compute).state == "suspended":
+            raise FailedPrecondition(f"cannot detach volumes from virtualMachines/{link.compute_id} while it is SUSPENDED: "
+                                     "a paused guest cannot let go of a disk; start it first", reason="INVALID_VM_STATE")
         self._delete("storagelink", principal, link_id)
 
     async def create_network_interface(

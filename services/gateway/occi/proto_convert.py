@@ -72,7 +72,7 @@ def short_id(name: str) -> str:
 
 def compute_from_vm(vm: virtual_machine_pb2.VirtualMachine) -> Compute:
     state, message = _COMPUTE_STATES.get(vm.state, ("error", VM.State.Name(vm.state).lower()))
-    if vm.state_message and state != "active":
+    if vm.state_message and state != "active" and vm.state_message.lower() not in message:
         message = f"{message} ({vm.state_message})"
     if vm.ssh_endpoint and state == "active":
         message = f"running; SSH at {vm.ssh_endpoint}"
