@@ -27,4 +27,7 @@ def run(endpoint: str, user: str, password: str, mime: str, tests: list[str] | N
         report = json.loads(out.stdout[start:])
     except ValueError as exc:
         raise AssertionError(f"pOCCI failed to run (exit {out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}") from exc
-    return {t["name"]: t["status"] if t["status"] == "OK" else f"FAIL: {t.get('reason', t)}" for t in report["tests"]}
+    results = {t["name"]: t["status"] if t["status"] == "OK" else f"FAIL: {t.get('reason', t)}" for t in report["tests"]}
+    if any(v != "OK" for v in results.values()):
+        print(f"pOCCI's stderr (the bodies of failed requests):\n{out.stderr[-4000:]}")  # shown by pytest on failure
+    return results

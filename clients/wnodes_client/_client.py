@@ -331,11 +331,12 @@ class Client:
     # --- networks -------------------------------------------------------------------------
 
     def create_network(
-        self, cidr: str, *, title: str = "", vlan: int = 0, gateway: str = "", allocation: str = "DYNAMIC",
+        self, cidr: str = "", *, title: str = "", vlan: int = 0, gateway: str = "", allocation: str = "DYNAMIC",
         request_id: str | None = None,
     ) -> network_pb2.Network:
-        """A network on cidr (IPv4, e.g. "10.20.0.0/24") with its own VLAN (0: one is chosen);
-        allocation DYNAMIC (addresses chosen) or STATIC (given per interface)."""
+        """A network on cidr (IPv4, e.g. "10.20.0.0/24"; empty: a free subnet of the site's
+        pool) with its own VLAN (0: one is chosen); allocation DYNAMIC (addresses chosen) or
+        STATIC (given per interface)."""
         network = network_pb2.Network(
             title=title, vlan=vlan, cidr=cidr, gateway=gateway, allocation=network_pb2.Network.Allocation.Value(allocation)
         )

@@ -54,6 +54,10 @@ class Keys:
     def vlan_lease(self, vlan: int | None = None) -> str:
         return f"{self.root}/leases/vlans/" + (f"{vlan:04d}" if vlan is not None else "")
 
+    def subnet_lease(self, cidr: str = "") -> str:
+        """Subnets chosen from the site's pool: leases/subnets/<address>_<prefix> ("10.128.0.0_24")."""
+        return f"{self.root}/leases/subnets/" + cidr.replace("/", "_")
+
     def address_lease(self, network_id: str, address: str = "") -> str:
         """Addresses leased in one network: leases/addresses/<network id>/<ip>."""
         return f"{self.root}/leases/addresses/{network_id}/{address}"

@@ -167,6 +167,8 @@ class NetworkRecord:
     # the network's revision: a delete guarded by that revision cannot miss a new interface.
     interface_count: int = 0
     request_id: str = ""
+    # The cidr was chosen from the site's pool and leased (leases/subnets/...): freed with it.
+    subnet_leased: bool = False
     create_time: float = field(default_factory=time.time)
     update_time: float = field(default_factory=time.time)
     revision: int = 0

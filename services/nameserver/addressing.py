@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 MIN_PREFIX, MAX_PREFIX = 8, 30
+DEFAULT_POOL, DEFAULT_POOL_PREFIX = "10.128.0.0/9", 24
+"""Where a network created without a cidr gets one (a site sets its own: nameserver --network-pool)."""
 # 0 and 4095 are reserved by 802.1Q; 1 is the default VLAN of most switches: never chosen.
 FIRST_CHOSEN_VLAN, LAST_CHOSEN_VLAN = 2, 4094
 MAX_VLAN = 4095
@@ -74,3 +77,39 @@ def first_free_vlan(taken: Iterable[int]) -> int:
         if vlan not in used:
             return vlan
     raise FailedPrecondition("every VLAN id is leased", reason="NO_FREE_VLAN")
+
+
+@dataclass(frozen=True)
+class SubnetPool:
+    """The site's private range for networks created without a cidr: each gets the first
+    /``prefix`` of ``network`` that overlaps no other network (so that their traffic could be
+    routed one day without renumbering, even though VLANs already isolate them)."""
+
+    network: ipaddress.IPv4Network
+    prefix: int
+
+    @classmethod
+    def parse(cls, cidr: str, prefix: int) -> SubnetPool:
+        net = parse_cidr(cidr)
+        if not max(MIN_PREFIX, net.prefixlen) <= prefix <= MAX_PREFIX:
+            raise InvalidArgument(f"the subnets of pool {net} must be /{max(MIN_PREFIX, net.prefixlen)} to /{MAX_PREFIX}, not /{prefix}",
+                                  reason="INVALID_CIDR")
+        return cls(net, prefix)
+
+    def first_free(self, taken: Iterable[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+        small: set[ipaddress.IPv4Network] = set()  # taken at or below the pool's prefix: the /prefix holding each
+        large: list[ipaddress.IPv4Network] = []  # taken wider than one /prefix (and overlapping the pool)
+        for net in taken:
+            if not net.overlaps(self.network):
+                continue
+            if net.prefixlen >= self.prefix:
+                small.add(net.supernet(new_prefix=self.prefix))
+            else:
+                large.append(net)
+        for subnet in self.network.subnets(new_prefix=self.prefix):
+            if subnet not in small and not any(subnet.subnet_of(big) for big in large):
+                return subnet
+        raise FailedPrecondition(
+            f"every /{self.prefix} of the site's network pool {self.network} is in use: give the network a cidr",
+            reason="NO_FREE_SUBNET",
+        )

@@ -1,16 +1,18 @@
 """Networks and network interfaces: records and leases in etcd, nothing on the hypervisors.
 
-A network leases its VLAN id (``leases/vlans/<vlan>``); an interface leases a MAC (in the same
-``leases/macs/`` as VMs, so MACs are unique across the farm) and an address of its network
-(``leases/addresses/<network>/<ip>``), and is listed in its VM's record. Every lease is taken in
-the transaction that writes the record holding it, guarded by the lease key's absence, like the
-hostname and MAC leases of VMs: two concurrent requests can never get the same VLAN, MAC or
-address. The hypervisors of this deployment cannot tag frames (the kernel has no 802.1Q; see
-docs/decisions.md), so no VM is wired to these networks yet.
+A network leases its VLAN id (``leases/vlans/<vlan>``) and, when it is created without a cidr,
+the subnet chosen for it from the site's pool (``leases/subnets/<cidr>``); an interface leases
+a MAC (in the same ``leases/macs/`` as VMs, so MACs are unique across the farm) and an address
+of its network (``leases/addresses/<network>/<ip>``), and is listed in its VM's record. Every
+lease is taken in the transaction that writes the record holding it, guarded by the lease key's
+absence, like the hostname and MAC leases of VMs: two concurrent requests can never get the same
+VLAN, chosen subnet, MAC or address. The hypervisors of this deployment cannot tag frames (the
+kernel has no 802.1Q; see docs/decisions.md), so no VM is wired to these networks yet.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import secrets
@@ -74,19 +76,24 @@ def random_mac() -> str:
 
 
 class NetworkRegistry:
-    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, pool: addressing.SubnetPool | None = None) -> None:
         self._store = store
         self._keys = keys
+        self._pool = pool or addressing.SubnetPool.parse(addressing.DEFAULT_POOL, addressing.DEFAULT_POOL_PREFIX)
 
     # --- networks -----------------------------------------------------------------------
 
     async def create(self, spec: NetworkSpec, principal: Principal, request_id: str) -> NetworkRecord:
+        """A network with the cidr asked for or, when none is, the first free subnet of the
+        site's pool (leased, so two creates never get the same one)."""
         validation.check_request_id(request_id)
         if len(spec.title) > MAX_TITLE or any(not c.isprintable() for c in spec.title):
             raise InvalidArgument(f"title must be at most {MAX_TITLE} printable characters", reason="INVALID_TITLE")
         addressing.check_vlan(spec.vlan)
-        net = addressing.parse_cidr(spec.cidr)
-        gateway = addressing.gateway_of(net, spec.gateway)
+        asked = addressing.parse_cidr(spec.cidr) if spec.cidr else None
+        if asked is None and spec.gateway:
+            raise InvalidArgument("a gateway needs its cidr: give both, or neither to have a subnet chosen", reason="INVALID_ADDRESS")
+        gateway = addressing.gateway_of(asked, spec.gateway) if asked is not None else ""
         allocation = spec.allocation or "DYNAMIC"
         if allocation not in ALLOCATIONS:
             raise InvalidArgument(f"allocation must be DYNAMIC or STATIC, not {spec.allocation!r}", reason="INVALID_ALLOCATION")
@@ -95,23 +102,38 @@ class NetworkRegistry:
             if request_key and (existing := await self._store.get(request_key)) is not None:
                 return await self.get(existing.value.decode(), principal)
             vlan = spec.vlan or addressing.first_free_vlan(await self._leased_vlans())
+            net = asked or self._pool.first_free(await self._cidrs_in_use())
             network = NetworkRecord(
-                id="net-" + secrets.token_hex(5), title=spec.title, vlan=vlan, cidr=str(net), gateway=gateway,
-                allocation=allocation, owner_user=principal.user, owner_vo=principal.vo, request_id=request_id,
+                id="net-" + secrets.token_hex(5), title=spec.title, vlan=vlan, cidr=str(net),
+                gateway=gateway or addressing.gateway_of(net, ""), allocation=allocation, owner_user=principal.user,
+                owner_vo=principal.vo, request_id=request_id, subnet_leased=asked is None,
             )  # fmt: skip
             guards = [Compare(self._keys.vlan_lease(vlan), 0), Compare(self._keys.network(network.id), 0)]
             puts = [Put(self._keys.network(network.id), records.dump(network)), Put(self._keys.vlan_lease(vlan), network.id.encode())]
+            if network.subnet_leased:
+                guards.append(Compare(self._keys.subnet_lease(network.cidr), 0))
+                puts.append(Put(self._keys.subnet_lease(network.cidr), network.id.encode()))
             if request_key:
                 guards.append(Compare(request_key, 0))
                 puts.append(Put(request_key, network.id.encode()))
             ok, revision = await self._store.txn(guards, puts)
             if ok:
                 network.revision = revision
-                LOG.info("created %s (VLAN %d, %s) for %s/%s", network.name, vlan, network.cidr, principal.user, principal.vo)
+                LOG.info("created %s (VLAN %d, %s%s) for %s/%s", network.name, vlan, network.cidr,
+                         " from the site's pool" if network.subnet_leased else "", principal.user, principal.vo)
                 return network
             if spec.vlan and await self._store.get(self._keys.vlan_lease(vlan)) is not None:
                 raise AlreadyExists(f"VLAN {vlan} is leased to another network: ask for another or for 0 (any)", reason="VLAN_IN_USE")
         raise Unavailable("creating the network kept conflicting with concurrent requests; retry with the same request_id")
+
+    async def _cidrs_in_use(self) -> list[ipaddress.IPv4Network]:
+        """Every network's subnet (anyone's: a chosen subnet overlaps none of them) and every
+        subnet lease (one being written is not a network record yet)."""
+        networks, _ = await self._store.get_prefix(self._keys.network())
+        leases, _ = await self._store.get_prefix(self._keys.subnet_lease(), keys_only=True)
+        cidrs = [records.load(NetworkRecord, e.value).cidr for e in networks]
+        cidrs += [e.key.rsplit("/", 1)[-1].replace("_", "/") for e in leases]
+        return [ipaddress.IPv4Network(c) for c in cidrs]
 
     async def _leased_vlans(self) -> list[int]:
         entries, _ = await self._store.get_prefix(self._keys.vlan_lease(), keys_only=True)
@@ -144,6 +166,8 @@ class NetworkRegistry:
                     f"{network.name} has {network.interface_count} interface(s): delete them first", reason="NETWORK_IN_USE"
                 )
             ops: list[Put | Delete] = [Delete(entry.key), Delete(self._keys.vlan_lease(network.vlan))]
+            if network.subnet_leased:
+                ops.append(Delete(self._keys.subnet_lease(network.cidr)))
             if network.request_id:
                 ops.append(Delete(self._keys.network_request(network.request_id)))
             ok, _ = await self._store.txn([Compare(entry.key, entry.mod_revision)], ops)

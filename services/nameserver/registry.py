@@ -44,6 +44,7 @@ from services.common.records import (
 from services.common.store import Compare, Delete, Entry, EtcdStore, Put
 from services.nameserver import power, validation
 from services.nameserver.access import load_vm, may_see
+from services.nameserver.addressing import SubnetPool
 from services.nameserver.host_cache import HostCache
 from services.nameserver.networks import NetworkRegistry
 from services.nameserver.operations import OperationView, new_operation
@@ -83,14 +84,16 @@ class HypervisorView:
 
 
 class Registry:
-    def __init__(self, store: EtcdStore, keys: Keys, scheduler: Scheduler, hosts: HostCache) -> None:
+    def __init__(
+        self, store: EtcdStore, keys: Keys, scheduler: Scheduler, hosts: HostCache, subnet_pool: SubnetPool | None = None
+    ) -> None:
         self._store = store
         self._keys = keys
         self._scheduler = scheduler
         self._hosts = hosts
         self._images = ImageCatalog(store, keys, cache_seconds=1.0)
         self.volumes = VolumeRegistry(store, keys)
-        self.networks = NetworkRegistry(store, keys)
+        self.networks = NetworkRegistry(store, keys, subnet_pool)
 
     # --- create ---------------------------------------------------------------------------
 

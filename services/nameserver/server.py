@@ -13,6 +13,7 @@ from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.records import NameserverRecord
 from services.common.store import EtcdStore
+from services.nameserver import addressing
 from services.nameserver.duties import Duty, Membership, Reconciler
 from services.nameserver.host_cache import HostCache
 from services.nameserver.registry import Registry
@@ -35,6 +36,10 @@ class NameserverConfig:
     """This replica's name in nameservers/ and in elections."""
     reconcile_interval: float = 2.0
     """Seconds between runs of the reconciler duty."""
+    network_pool: str = addressing.DEFAULT_POOL
+    """Private IPv4 range from which networks created without a cidr get theirs."""
+    network_prefix: int = addressing.DEFAULT_POOL_PREFIX
+    """Prefix length of each subnet chosen from network_pool."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -45,23 +50,29 @@ def parse_args(argv: list[str] | None = None) -> NameserverConfig:
     p.add_argument("--key-root", default=config.env("KEY_ROOT", "/wnodes/v1"))
     p.add_argument("--id", default=config.env("NAMESERVER_ID", socket.gethostname()))
     p.add_argument("--pack", action="store_true", help="fill hosts before using the next (default: spread)")
+    p.add_argument("--network-pool", default=config.env("NETWORK_POOL", addressing.DEFAULT_POOL),
+                   help="private IPv4 range for networks created without a cidr")
+    p.add_argument("--network-prefix", type=int, default=int(config.env("NETWORK_PREFIX", str(addressing.DEFAULT_POOL_PREFIX))),
+                   help="prefix length of each subnet taken from --network-pool")
     a = p.parse_args(argv)
     sign = -1.0 if a.pack else 1.0
     sched = SchedulerConfig(weighers={"free_cores": sign, "free_memory": sign, "image_cached": 0.5})
     return NameserverConfig(
-        listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root, replica_id=a.id, scheduler=sched
+        listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root, replica_id=a.id, scheduler=sched,
+        network_pool=a.network_pool, network_prefix=a.network_prefix,
     )
 
 
 async def serve_nameserver(cfg: NameserverConfig, stop: asyncio.Event, on_ready: object = None) -> None:
     telemetry.setup("wnodes-nameserver")
+    pool = addressing.SubnetPool.parse(cfg.network_pool, cfg.network_prefix)  # a bad pool stops the replica here
     keys = Keys(cfg.key_root)
     store = EtcdStore(cfg.etcd)
     await store.connect()
     hosts = HostCache(store, keys)
     await hosts.start()
     await hosts.wait_ready()
-    registry = Registry(store, keys, Scheduler(cfg.scheduler), hosts)
+    registry = Registry(store, keys, Scheduler(cfg.scheduler), hosts, pool)
     server, health, port = await serve.make_server(cfg.listen)
     registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry), server)
     await server.start()

@@ -160,7 +160,8 @@ class VolumeRegistry:
                 return await self._attached_already(volume, vm, principal)
             if volume.state != VolumeState.ONLINE:
                 raise FailedPrecondition(f"{volume.name} is {volume.state}: bring it online first", reason="VOLUME_NOT_ONLINE")
-            _check_vm_settled(vm, "attach volumes to", (VmState.ACTIVE, VmState.STOPPED))
+            # A SUSPENDED (paused) domain takes the disk at once; its guest finds it when it resumes.
+            _check_vm_settled(vm, "attach volumes to", (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED))
             if volume.hypervisor and volume.hypervisor != vm.hypervisor:
                 raise FailedPrecondition(
                     f"{volume.name} lives on hypervisors/{volume.hypervisor}, where it was first attached (this deployment "
@@ -214,6 +215,12 @@ class VolumeRegistry:
                     return await self.operation_view(records.load(OperationRecord, op_entry.value), vm)
             if entry["state"] == AttachmentState.ATTACHING:
                 raise FailedPrecondition(f"{volume.name} is still being attached: detach it once that is done", reason="VOLUME_BUSY")
+            if vm.state == VmState.SUSPENDED:
+                raise FailedPrecondition(
+                    f"cannot detach volumes from {vm.name} while it is SUSPENDED: a paused guest cannot let go of a disk "
+                    "(the unplug waits for the guest's ACPI eject); start it first",
+                    reason="INVALID_VM_STATE",
+                )
             _check_vm_settled(vm, "detach volumes from", (VmState.ACTIVE, VmState.STOPPED))
             op = new_operation(DETACH, vm_id, principal, target=volume_id)
             entry["state"], entry["operation"] = AttachmentState.DETACHING, op.id

@@ -3,6 +3,7 @@ address leases in etcd, state, ownership, cleanup with the VM."""
 
 from __future__ import annotations
 
+import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -127,3 +128,29 @@ def test_others_networks_are_not_found(client: Client, fake_stack: Stack) -> Non
     client.delete_vm(vm.name).result(timeout=60)
     for n in client.list_networks():
         client.delete_network(n.name)
+
+
+def test_a_network_without_a_cidr_gets_a_free_subnet_of_the_sites_pool(client: Client, fake_stack: Stack) -> None:
+    # Prepare: a network given by hand inside the pool, which the chosen ones must avoid
+    pool = ipaddress.IPv4Network("10.128.0.0/9")  # the default pool (nameserver --network-pool)
+    by_hand = client.create_network("10.128.0.0/23")
+
+    # Execute: concurrent creates without a cidr
+    with ThreadPoolExecutor(max_workers=4) as workers:
+        chosen = list(workers.map(lambda i: client.create_network(title=f"auto-{i}"), range(4)))
+
+    # Assert: four distinct /24s of the pool, none overlapping the other network, each leased
+    subnets = [ipaddress.IPv4Network(n.cidr) for n in chosen]
+    assert len(set(subnets)) == 4 and all(s.prefixlen == 24 and s.subnet_of(pool) for s in subnets)
+    assert not any(s.overlaps(ipaddress.IPv4Network(by_hand.cidr)) for s in subnets)
+    assert all(n.gateway == str(s.network_address + 1) for n, s in zip(chosen, subnets, strict=True))
+    interface_vm = client.create_vm("tiny").result(timeout=60)
+    assert ipaddress.IPv4Address(client.create_network_interface(interface_vm.name, chosen[0].name).ip_address) in subnets[0]
+    assert {k.rsplit("/", 1)[-1] for k in leases(fake_stack, "subnets")} == {n.cidr.replace("/", "_") for n in chosen}
+    fails(lambda: client.create_network(gateway="10.128.9.1"), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ADDRESS")
+
+    # deleting a network frees its subnet for the next one
+    client.delete_vm(interface_vm.name).result(timeout=60)
+    for n in [by_hand, *chosen]:
+        client.delete_network(n.name)
+    assert leases(fake_stack, "subnets") == {}

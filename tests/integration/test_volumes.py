@@ -106,7 +106,27 @@ def test_attach_to_a_stopped_vm_takes_effect_at_its_start(client: Client) -> Non
     client.start_vm(vm.name).result(timeout=60)
     assert [v.volume for v in client.get_vm(vm.name).volumes] == [volume.name]
     client.suspend_vm(vm.name).result(timeout=60)
-    fails(lambda: client.detach_volume(volume.name), grpc.StatusCode.FAILED_PRECONDITION, "INVALID_VM_STATE")
+    err = fails(lambda: client.detach_volume(volume.name), grpc.StatusCode.FAILED_PRECONDITION, "INVALID_VM_STATE")
+    assert "a paused guest cannot let go of a disk" in err.message
+    client.delete_vm(vm.name).result(timeout=60)
+    client.delete_volume(volume.name)
+
+
+def test_attach_to_a_suspended_vm_plugs_it_into_the_paused_domain(client: Client, fake_stack: Stack) -> None:
+    # Prepare
+    vm = client.create_vm("tiny").result(timeout=60)
+    client.suspend_vm(vm.name).result(timeout=60)
+    volume = client.create_volume(0.25)
+
+    # Execute
+    attached = client.attach_volume(volume.name, vm.name).result(timeout=60)
+
+    # Assert: attached at once (the guest sees it when it resumes: tests/e2e/test_occi.py)
+    assert (attached.attachments[0].device, attached.attachments[0].state) == ("vdb", Attached.ATTACHED)
+    assert data_file(fake_stack, attached).exists()
+    client.start_vm(vm.name).result(timeout=60)
+    assert [(v.volume, v.device) for v in client.get_vm(vm.name).volumes] == [(volume.name, "vdb")]
+    client.detach_volume(volume.name).result(timeout=60)
     client.delete_vm(vm.name).result(timeout=60)
     client.delete_volume(volume.name)
 

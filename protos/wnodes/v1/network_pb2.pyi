@@ -85,9 +85,14 @@ class Network(_message.Message):
     (2-4094).
     """
     cidr: _builtins.str
-    """IPv4 network in CIDR notation, e.g. "10.20.0.0/24" (host bits zero, prefix /8 to /30)."""
+    """IPv4 network in CIDR notation, e.g. "10.20.0.0/24" (host bits zero, prefix /8 to /30).
+    Empty in a create: the first free subnet of the site's private pool (a /24 of 10.128.0.0/9
+    unless the site sets another) that overlaps no other network.
+    """
     gateway: _builtins.str
-    """The default gateway, an address in cidr; empty in a create: its first address."""
+    """The default gateway, an address in cidr; empty in a create: its first address. Only with
+    a cidr.
+    """
     allocation: Global___Network.Allocation.ValueType
     """DYNAMIC when unspecified."""
     state: Global___Network.State.ValueType

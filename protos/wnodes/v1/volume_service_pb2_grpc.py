@@ -129,15 +129,17 @@ class VolumeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachVolume(self, request, context):
-        """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; STOPPED: present
-        from its next start). The VM must be on the volume's hypervisor, if it has one.
+        """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; SUSPENDED: plugged
+        into the paused domain, the guest finds it when it resumes; STOPPED: present from its next
+        start). The VM must be on the volume's hypervisor, if it has one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DetachVolume(self, request, context):
-        """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays.
+        """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays. Not from a
+        SUSPENDED VM (FAILED_PRECONDITION): the unplug needs the guest to let go of the disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

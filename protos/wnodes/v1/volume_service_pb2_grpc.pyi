@@ -53,11 +53,14 @@ class VolumeServiceStub:
     OfflineVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.OfflineVolumeRequest, _volume_pb2.Volume]
     """Takes a detached volume OFFLINE: it cannot be attached until it is online again."""
     AttachVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.AttachVolumeRequest, _operations_pb2.Operation]
-    """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; STOPPED: present
-    from its next start). The VM must be on the volume's hypervisor, if it has one.
+    """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; SUSPENDED: plugged
+    into the paused domain, the guest finds it when it resumes; STOPPED: present from its next
+    start). The VM must be on the volume's hypervisor, if it has one.
     """
     DetachVolume: _grpc.UnaryUnaryMultiCallable[_volume_service_pb2.DetachVolumeRequest, _operations_pb2.Operation]
-    """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays."""
+    """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays. Not from a
+    SUSPENDED VM (FAILED_PRECONDITION): the unplug needs the guest to let go of the disk.
+    """
 
 @_typing.type_check_only
 class VolumeServiceAsyncStub(VolumeServiceStub):
@@ -81,11 +84,14 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     OfflineVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.OfflineVolumeRequest, _volume_pb2.Volume]  # type: ignore[assignment]
     """Takes a detached volume OFFLINE: it cannot be attached until it is online again."""
     AttachVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.AttachVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
-    """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; STOPPED: present
-    from its next start). The VM must be on the volume's hypervisor, if it has one.
+    """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; SUSPENDED: plugged
+    into the paused domain, the guest finds it when it resumes; STOPPED: present from its next
+    start). The VM must be on the volume's hypervisor, if it has one.
     """
     DetachVolume: _aio.UnaryUnaryMultiCallable[_volume_service_pb2.DetachVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
-    """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays."""
+    """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays. Not from a
+    SUSPENDED VM (FAILED_PRECONDITION): the unplug needs the guest to let go of the disk.
+    """
 
 class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Block storage on demand. A caller sees and acts on their own volumes only; another user's
@@ -148,8 +154,9 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _volume_service_pb2.AttachVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
-        """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; STOPPED: present
-        from its next start). The VM must be on the volume's hypervisor, if it has one.
+        """Attaches an ONLINE, detached volume to a VM (ACTIVE: hot-plugged at once; SUSPENDED: plugged
+        into the paused domain, the guest finds it when it resumes; STOPPED: present from its next
+        start). The VM must be on the volume's hypervisor, if it has one.
         """
 
     @_abc_1.abstractmethod
@@ -158,6 +165,8 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _volume_service_pb2.DetachVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
-        """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays."""
+        """Detaches a volume from its VM (hot-unplugged from a running VM); its data stays. Not from a
+        SUSPENDED VM (FAILED_PRECONDITION): the unplug needs the guest to let go of the disk.
+        """
 
 def add_VolumeServiceServicer_to_server(servicer: VolumeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,6 +23,7 @@ LOG = logging.getLogger(__name__)
 
 SERVER = "wnodes-occi/0.1 OCCI/1.2"
 MAX_BODY = 512 * 1024
+REASON_HEADER = "X-Wnodes-Error-Reason"
 _VERSION = re.compile(r"OCCI/(\d+)\.(\d+)")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,7 +37,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = http_status(err)
         if status >= 500 and status != 501:
             LOG.warning("OCCI %s %s: %s", request.method, request.path, err.message)
-        extra = {"WWW-Authenticate": f'Basic realm="{REALM}"'} if isinstance(err, Unauthenticated) else None
+        extra = {"WWW-Authenticate": f'Basic realm="{REALM}"'} if isinstance(err, Unauthenticated) else {}
+        extra[REASON_HEADER] = err.reason  # the API's ErrorInfo reason, for clients that branch on it
         return responses.error(status, err.message, extra)
     except web.HTTPRequestEntityTooLarge:
         return responses.error(413, PayloadTooLarge(f"the body is larger than {MAX_BODY} bytes").message)

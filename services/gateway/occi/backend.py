@@ -2,13 +2,20 @@
 protobuf-free terms, with two implementations - ``grpc_backend.GrpcCloudBackend`` (the same
 calls the gRPC servicer makes) and ``memory_backend.MemoryCloudBackend`` (tests, fuzzing).
 
-Contract (checked by tests/contract/test_occi_backend.py for both):
+Contract (checked by tests/contract/occi_backend_contract.py for both):
 - every call acts for ``principal`` only: another owner's resource raises ``NotFound``, exactly
   as a missing one does;
 - a failed create leaves nothing behind;
 - ``delete_*`` of a missing resource raises ``NotFound``; after a delete, ``get_*`` raises it too
-  (a VM being torn down is already gone for OCCI);
-- ids are lowercase letters, digits and '-', unique per kind.
+  (a VM being torn down, or a volume being detached, is already gone for OCCI);
+- a compute that is still booting is waited for (up to a bound) by a power action or a storage
+  link: OCCI has no "booting" state;
+- what the resource's state forbids raises ``FailedPrecondition`` saying why (restarting a
+  stopped compute, deleting attached storage or a network with interfaces, attaching offline
+  storage, a device already taken, detaching from a suspended compute); a full farm raises
+  ``NoCapacity``;
+- ids are lowercase letters, digits and '-', unique per kind;
+- storage and networks keep a title, no summary (the API has no field for one).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ class ComputeSpec:
     """Term of the size template it was made from ("" = explicit cores and memory)."""
     ssh_public_keys: list[str] = field(default_factory=list)
     user_data: bytes = b""
+    storage_ids: list[str] = field(default_factory=list)
+    """Storage it is created linked to: it must be free, and a backend whose storage lives on one
+    host (no shared storage) places the compute there."""
 
 
 @dataclass
@@ -65,7 +75,6 @@ class Compute:
 class StorageSpec:
     size_gib: float
     title: str = ""
-    summary: str = ""
 
 
 @dataclass
@@ -75,18 +84,18 @@ class Storage:
     state: StorageState
     state_message: str = ""
     title: str = ""
-    summary: str = ""
 
 
 @dataclass
 class NetworkSpec:
     title: str = ""
-    summary: str = ""
     vlan: int | None = None
-    label: str = ""
+    """None (or 0): one is chosen."""
     address: str = ""
+    """CIDR; "": a free subnet of the site's pool is chosen."""
     gateway: str = ""
     allocation: str = ""
+    """Either "dynamic" (the default) or "static" (each interface is created with its address)."""
 
 
 @dataclass
@@ -95,9 +104,7 @@ class Network:
     state: NetworkState
     state_message: str = ""
     title: str = ""
-    summary: str = ""
     vlan: int | None = None
-    label: str = ""
     address: str = ""
     gateway: str = ""
     allocation: str = ""
@@ -109,8 +116,11 @@ class StorageLink:
     compute_id: str
     storage_id: str
     device: str
+    """The disk's device in the VM's configuration, e.g. "/dev/vdb"."""
+    serial: str
+    """The disk's serial, by which the guest finds it (/sys/block/vd*/serial)."""
     state: LinkState = "active"
-    mountpoint: str = ""
+    state_message: str = ""
 
 
 @dataclass
@@ -156,10 +166,20 @@ class CloudBackend(Protocol):
     async def set_network_up(self, principal: Principal, network_id: str, up: bool) -> Network: ...
 
     # --- links ---
-    async def attach_storage(self, principal: Principal, compute_id: str, storage_id: str, device: str) -> StorageLink: ...
+    async def attach_storage(self, principal: Principal, compute_id: str, storage_id: str, device: str = "") -> StorageLink:
+        """Attaches the storage as a virtio disk: ``device`` "vdb" ... "vdz", or "" for the first
+        free one. A compute that is still booting is waited for (it can take disks once it runs
+        or is stopped); the link is returned once the disk is in place or still on its way."""
+        ...
+
     async def list_storage_links(self, principal: Principal) -> list[StorageLink]: ...
     async def detach_storage(self, principal: Principal, link_id: str) -> None: ...
-    async def create_network_interface(self, principal: Principal, compute_id: str, network_id: str) -> NetworkInterface: ...
+    async def create_network_interface(
+        self, principal: Principal, compute_id: str, network_id: str, address: str = ""
+    ) -> NetworkInterface:
+        """Leases a MAC and an address of the network (``address`` if given: required on a static network)."""
+        ...
+
     async def list_network_interfaces(self, principal: Principal) -> list[NetworkInterface]: ...
     async def delete_network_interface(self, principal: Principal, interface_id: str) -> None: ...
 

@@ -1,31 +1,33 @@
-"""The CloudBackend over the gateway's own channels: every method is one or a few of the same
-protobuf calls the gRPC servicer forwards (``call(principal, backends.registry.<Method>, ...)``),
-with the caller's Principal, so ownership is enforced where it always is: in the nameservers.
+"""The CloudBackend over the gateway's own channels: every method is one or a few of the calls
+the gRPC servicer forwards (``call(principal, backends.registry.<Method>, request)``), with the
+caller's Principal, so ownership is enforced where it always is: in the nameservers.
 
-Compute create/get/list/update/delete and the image catalogue use what wnodes.v1 has today. The
-compute actions, save, volumes, networks and interfaces are written against the API that branch
-``cloud`` adds (VirtualMachineService Stop/Start/Restart/Suspend/Resume/SaveVirtualMachine,
-VolumeService, NetworkService). Until that API is in the generated stubs, ``_pending`` finds no
-method and the call answers UNIMPLEMENTED (HTTP 501) with the name of what is missing.
+OCCI answers synchronously, the API partly with operations. Where the answer depends on the
+outcome (attach, detach, a power action, save, delete), the backend waits on the operation the
+way the gateway's Operations service does (WaitOperation on the nameservers), up to
+``operation_wait`` seconds; an operation that failed raises its error, one still running
+answers with the state so far (a compute still "inactive: starting", a link "inactive:
+attaching"). Errors keep their code and message (``downstream_error``); http_errors.py maps the
+code to the HTTP status.
 """
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from types import ModuleType
-from typing import Any
+from typing import TypeVar
 
 import grpc
 from google.longrunning import operations_pb2
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
-from services.common.errors import NotFound, Unavailable, Unimplemented, VirtualMachineNotFound
-from services.common.grpc_errors import downstream_error
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, VirtualMachineNotFound
+from services.common.grpc_errors import downstream_error, status_to_error
 from services.common.identity import Principal
-from services.gateway.backends import Backends, call
+from services.gateway.backends import CALL_TIMEOUT, Backends, call
 from services.gateway.occi import proto_convert as pc
 from services.gateway.occi.backend import (
     Compute,
@@ -38,82 +40,63 @@ from services.gateway.occi.backend import (
     Storage,
     StorageLink,
     StorageSpec,
-    storage_link_id,
 )
-from wnodes.v1 import image_pb2, image_service_pb2, virtual_machine_pb2, virtual_machine_service_pb2
+from wnodes.v1 import (
+    image_pb2,
+    image_service_pb2,
+    network_pb2,
+    network_service_pb2,
+    virtual_machine_pb2,
+    virtual_machine_service_pb2,
+    volume_pb2,
+    volume_service_pb2,
+)
 
 LOG = logging.getLogger(__name__)
 PAGE = 1000
-_ACTION_METHODS = {"start": "StartVirtualMachine", "stop": "StopVirtualMachine", "restart": "RestartVirtualMachine",
-                   "suspend": "SuspendVirtualMachine"}
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _make(cls: type[Message], **fields: Any) -> Any:
-    """A request with the fields its message has (names guessed from branch `cloud`'s API are
-    set only if they exist, so a renamed optional field cannot break the call)."""
-    known = cls.DESCRIPTOR.fields_by_name
-    msg = cls()
-    for key, value in fields.items():
-        if key not in known or value is None:
-            continue
-        target = getattr(msg, key)
-        if isinstance(value, Message):
-            target.CopyFrom(value)
-        elif isinstance(value, list):
-            target.extend(value)
-        else:
-            setattr(msg, key, value)
-    return msg
-
-
-def _unpack(result: Any, cls: type[Message]) -> Any | None:
-    """The resource a call returned: itself, or an Operation's response or metadata."""
-    if isinstance(result, cls):
-        return result
-    if isinstance(result, operations_pb2.Operation):
-        for packed in (result.response, result.metadata):
-            msg = cls()
-            if packed.Is(cls.DESCRIPTOR) and packed.Unpack(msg):
-                return msg
-    return None
+WAIT_CHUNK = 30.0
+"""Seconds of one WaitOperation call (the nameservers hold it until the operation is done)."""
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+VM = virtual_machine_pb2.VirtualMachine
+vms = virtual_machine_service_pb2
+_ALLOCATIONS = {"": network_pb2.Network.Allocation.DYNAMIC, "dynamic": network_pb2.Network.Allocation.DYNAMIC,
+                "static": network_pb2.Network.Allocation.STATIC}
 
 
 class GrpcCloudBackend:
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, operation_wait: float = 60.0) -> None:
         self._b = backends
-        self._volume = _optional_module("wnodes.v1.volume_pb2")
-        self._volume_service = _optional_module("wnodes.v1.volume_service_pb2")
-        self._network = _optional_module("wnodes.v1.network_pb2")
-        self._network_service = _optional_module("wnodes.v1.network_service_pb2")
-        missing = [m for m, mod in (("volume", self._volume_service), ("network", self._network_service)) if mod is None]
-        if missing:
-            LOG.warning("OCCI: wnodes.v1 has no %s service yet; storage and network requests answer 501", " or ".join(missing))
+        self._wait_for = operation_wait
+        """Seconds a request waits for the operation it started before answering with the state so far."""
 
     # --- plumbing --------------------------------------------------------------------------
 
-    async def _call(self, principal: Principal, method: str, request: Message, service: Any = None) -> Any:
-        fn: Callable[..., Awaitable[Any]] | None = getattr(service or self._b.registry, method, None)
-        if fn is None:
-            raise Unimplemented(f"this deployment does not offer {method} yet", reason="OCCI_BACKEND_PENDING",
-                                metadata={"method": method})
+    async def _call(self, principal: Principal, fn: Callable[..., Awaitable[T]], request: Message,
+                    timeout: float = CALL_TIMEOUT) -> T:
         try:
-            return await call(principal, fn, request)
+            return await call(principal, fn, request, timeout)
         except grpc.aio.AioRpcError as err:
             raise downstream_error(err) from err
 
-    def _pending(self, module: ModuleType | None, message: str) -> type[Message]:
-        cls = getattr(module, message, None) if module is not None else None
-        if cls is None:
-            raise Unimplemented(f"this deployment's API has no {message} yet", reason="OCCI_BACKEND_PENDING",
-                                metadata={"message": message})
-        return cls  # type: ignore[no-any-return]
+    async def _wait(self, principal: Principal, op: operations_pb2.Operation, seconds: float | None = None) -> operations_pb2.Operation:
+        """The operation once done, or as it stands after ``seconds``; its error is raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._wait_for if seconds is None else seconds)
+        while not op.done and (left := deadline - loop.time()) > 0:
+            chunk = min(left, WAIT_CHUNK)
+            request = operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=max(1, round(chunk))))
+            op = await self._call(principal, self._b.registry.WaitOperation, request, timeout=chunk + 10)
+        if op.done and op.HasField("error"):
+            raise status_to_error(op.error)
+        return op
+
+    @staticmethod
+    def _payload(op: operations_pb2.Operation, cls: type[M]) -> M | None:
+        """The operation's response once done, else its metadata (the resource so far)."""
+        packed = op.response if op.done and op.HasField("response") else op.metadata
+        out = cls()
+        return out if packed.Is(cls.DESCRIPTOR) and packed.Unpack(out) else None
 
     # --- images ----------------------------------------------------------------------------
 
@@ -122,7 +105,7 @@ class GrpcCloudBackend:
         token = ""
         while True:
             request = image_service_pb2.ListImageVersionsRequest(page_size=PAGE, page_token=token)
-            response = await self._call(principal, "ListImageVersions", request, self._b.imagestore)
+            response = await self._call(principal, self._b.imagestore.ListImageVersions, request)
             for v in response.image_versions:
                 if v.state != image_pb2.ImageVersion.State.AVAILABLE:
                     continue
@@ -139,46 +122,62 @@ class GrpcCloudBackend:
     async def create_compute(self, principal: Principal, spec: ComputeSpec) -> Compute:
         labels = {k: v for k, v in ((pc.TITLE_LABEL, spec.title), (pc.SUMMARY_LABEL, spec.summary),
                                     (pc.RESOURCE_TPL_LABEL, spec.resource_tpl)) if v}
-        vm = virtual_machine_pb2.VirtualMachine(image=f"images/{spec.image}", vcpu_count=spec.cores, memory_mib=spec.memory_mib,
-                                                labels=labels)
-        request = virtual_machine_service_pb2.CreateVirtualMachineRequest(virtual_machine=vm, request_id=uuid.uuid4().hex)
-        # ssh_public_keys and user_data arrive with branch `cloud`: set through the descriptor,
-        # so this reads the same before and after (and mypy sees no attribute that may not exist).
-        fields = request.DESCRIPTOR.fields_by_name
-        if spec.ssh_public_keys:
-            if "ssh_public_keys" not in fields:
-                raise Unimplemented("this deployment cannot install SSH keys yet (CreateVirtualMachineRequest.ssh_public_keys)",
-                                    reason="OCCI_BACKEND_PENDING")
-            keys_field = "ssh_public_keys"
-            getattr(request, keys_field).extend(spec.ssh_public_keys)
-        if spec.user_data:
-            if "user_data" in fields:
-                data_field = "user_data"
-                setattr(request, data_field, spec.user_data)
-            else:
-                request.virtual_machine.user_data = spec.user_data
-        op = await self._call(principal, "CreateVirtualMachine", request)
-        created = _unpack(op, virtual_machine_pb2.VirtualMachine)
+        vm = VM(image=f"images/{spec.image}", vcpu_count=spec.cores, memory_mib=spec.memory_mib, labels=labels,
+                pinned_hypervisor=await self._host_of(principal, spec.storage_ids))
+        request = vms.CreateVirtualMachineRequest(virtual_machine=vm, request_id=uuid.uuid4().hex,
+                                                  ssh_public_keys=spec.ssh_public_keys, user_data=spec.user_data)
+        op = await self._call(principal, self._b.registry.CreateVirtualMachine, request)
+        created = self._payload(op, VM)
         if created is None:
             raise Unavailable(f"{op.name} carries no virtual machine")
         return pc.compute_from_vm(created)
 
+    async def _host_of(self, principal: Principal, storage_ids: list[str]) -> str:
+        """The hypervisor holding the data of these volumes ("" if none has any yet): a VM that
+        is to have them must run there, as this deployment has no shared storage."""
+        hosts = set()
+        for storage_id in storage_ids:
+            volume = await self._volume(principal, storage_id)
+            if volume.attachments:
+                raise FailedPrecondition(f"{volume.name} is attached to {volume.attachments[0].virtual_machine}: detach it first "
+                                         "(a volume is attached to one VM at a time)", reason="VOLUME_ATTACHED")
+            if volume.hypervisor:
+                hosts.add(volume.hypervisor)
+        if len(hosts) > 1:
+            raise FailedPrecondition(f"the storage lives on {' and '.join(sorted(hosts))} (this deployment has no shared storage): "
+                                     "one compute cannot have it all", reason="VOLUME_ON_OTHER_HYPERVISOR")
+        return hosts.pop() if hosts else ""
+
     async def _vm(self, principal: Principal, compute_id: str) -> virtual_machine_pb2.VirtualMachine:
-        request = virtual_machine_service_pb2.GetVirtualMachineRequest(name=f"virtualMachines/{compute_id}")
-        vm: virtual_machine_pb2.VirtualMachine = await self._call(principal, "GetVirtualMachine", request)
+        request = vms.GetVirtualMachineRequest(name=f"virtualMachines/{compute_id}")
+        vm = await self._call(principal, self._b.registry.GetVirtualMachine, request)
         if pc.is_deleting(vm):  # for OCCI a deleted compute is gone at once
             raise VirtualMachineNotFound(f"virtualMachines/{compute_id} does not exist")
+        return vm
+
+    async def _settled_vm(self, principal: Principal, compute_id: str) -> virtual_machine_pb2.VirtualMachine:
+        """The VM once it is past its boot (power actions and disks need a running, suspended
+        or stopped VM), polled for up to ``operation_wait`` seconds: the OCCI request does not
+        know the create's operation, only the VM."""
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + self._wait_for, 0.1
+        while (vm := await self._vm(principal, compute_id)).state in pc.SETTLING and loop.time() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
         return vm
 
     async def get_compute(self, principal: Principal, compute_id: str) -> Compute:
         return pc.compute_from_vm(await self._vm(principal, compute_id))
 
     async def list_computes(self, principal: Principal) -> list[Compute]:
+        return [pc.compute_from_vm(vm) for vm in await self._list_vms(principal)]
+
+    async def _list_vms(self, principal: Principal) -> list[virtual_machine_pb2.VirtualMachine]:
         out, token = [], ""
         while True:
-            request = virtual_machine_service_pb2.ListVirtualMachinesRequest(page_size=PAGE, page_token=token)
-            response = await self._call(principal, "ListVirtualMachines", request)
-            out += [pc.compute_from_vm(vm) for vm in response.virtual_machines if not pc.is_deleting(vm)]
+            request = vms.ListVirtualMachinesRequest(page_size=PAGE, page_token=token)
+            response = await self._call(principal, self._b.registry.ListVirtualMachines, request)
+            out += [vm for vm in response.virtual_machines if not pc.is_deleting(vm)]
             token = response.next_page_token
             if not token:
                 return out
@@ -191,57 +190,69 @@ class GrpcCloudBackend:
                 labels[key] = value
             else:
                 labels.pop(key, None)
-        update = virtual_machine_pb2.VirtualMachine(name=vm.name, labels=labels, etag=vm.etag)
-        request = virtual_machine_service_pb2.UpdateVirtualMachineRequest(virtual_machine=update)
+        update = VM(name=vm.name, labels=labels, etag=vm.etag)
+        request = vms.UpdateVirtualMachineRequest(virtual_machine=update)
         request.update_mask.paths.append("labels")
-        return pc.compute_from_vm(await self._call(principal, "UpdateVirtualMachine", request))
+        return pc.compute_from_vm(await self._call(principal, self._b.registry.UpdateVirtualMachine, request))
 
     async def delete_compute(self, principal: Principal, compute_id: str) -> None:
+        """Waits for the teardown, so that its storage is detached and free when this returns."""
         vm = await self._vm(principal, compute_id)
-        request = virtual_machine_service_pb2.DeleteVirtualMachineRequest(name=vm.name, request_id=uuid.uuid4().hex)
-        await self._call(principal, "DeleteVirtualMachine", request)
+        request = vms.DeleteVirtualMachineRequest(name=vm.name, request_id=uuid.uuid4().hex)
+        op = await self._call(principal, self._b.registry.DeleteVirtualMachine, request)
+        try:
+            await self._wait(principal, op)
+        except NotFound:
+            pass  # gone already: that is what was asked
 
     async def compute_action(self, principal: Principal, compute_id: str, action: ComputeAction) -> Compute:
-        method = _ACTION_METHODS[action]
-        vm = await self._vm(principal, compute_id)
-        if action == "start" and pc.enum_name(vm, "state") == "SUSPENDED":
-            method = "ResumeVirtualMachine"  # OCCI has no resume: start brings a suspended compute back
-        cls = self._pending(virtual_machine_service_pb2, f"{method}Request")
-        result = await self._call(principal, method, _make(cls, name=vm.name, request_id=uuid.uuid4().hex))
-        changed = _unpack(result, virtual_machine_pb2.VirtualMachine)
+        """Start also resumes a suspended compute (the API's StartVirtualMachine does that). OCCI
+        has no "booting" state, so an action on a compute still starting waits for its boot (up
+        to ``operation_wait``; after that the API's FAILED_PRECONDITION says it is starting)."""
+        vm = await self._settled_vm(principal, compute_id)
+        registry = self._b.registry
+        if action == "start":
+            started = self._call(principal, registry.StartVirtualMachine, vms.StartVirtualMachineRequest(name=vm.name))
+        elif action == "stop":
+            started = self._call(principal, registry.StopVirtualMachine, vms.StopVirtualMachineRequest(name=vm.name))
+        elif action == "restart":
+            started = self._call(principal, registry.RestartVirtualMachine, vms.RestartVirtualMachineRequest(name=vm.name))
+        else:
+            started = self._call(principal, registry.SuspendVirtualMachine, vms.SuspendVirtualMachineRequest(name=vm.name))
+        op = await self._wait(principal, await started)
+        changed = self._payload(op, VM)
         return pc.compute_from_vm(changed) if changed is not None else await self.get_compute(principal, compute_id)
 
     async def save_compute(self, principal: Principal, compute_id: str, image: str) -> ImageTemplate:
         vm = await self._vm(principal, compute_id)
-        cls = self._pending(virtual_machine_service_pb2, "SaveVirtualMachineRequest")
-        result = await self._call(principal, "SaveVirtualMachine", _make(cls, name=vm.name, image_name=image))
-        version = _unpack(result, image_pb2.ImageVersion)
-        return ImageTemplate(image, version.description if version is not None else f"saved from {vm.name}")
+        request = vms.SaveVirtualMachineRequest(name=vm.name, image_name=image)
+        op = await self._wait(principal, await self._call(principal, self._b.registry.SaveVirtualMachine, request))
+        if not op.done:
+            return ImageTemplate(image, f"being saved from {vm.name} ({op.name})")
+        version = self._payload(op, image_pb2.ImageVersion)
+        return ImageTemplate(image, version.description if version is not None and version.description else f"saved from {vm.name}")
 
-    # --- storage (VolumeService, branch `cloud`) -------------------------------------------
+    # --- storage (VolumeService) -----------------------------------------------------------
 
     async def create_storage(self, principal: Principal, spec: StorageSpec) -> Storage:
-        volume = _make(self._pending(self._volume, "Volume"), title=spec.title, size_gib=spec.size_gib)
-        request = _make(self._pending(self._volume_service, "CreateVolumeRequest"), volume=volume, request_id=uuid.uuid4().hex)
-        created = _unpack(await self._call(principal, "CreateVolume", request), type(volume))
-        if created is None:
-            raise Unavailable("CreateVolume returned no volume")
-        return pc.storage_from_volume(created)
+        request = volume_service_pb2.CreateVolumeRequest(volume=volume_pb2.Volume(title=spec.title, size_gib=spec.size_gib),
+                                                         request_id=uuid.uuid4().hex)
+        return pc.storage_from_volume(await self._call(principal, self._b.registry.CreateVolume, request))
 
-    async def _volume_proto(self, principal: Principal, storage_id: str) -> Any:
-        request = _make(self._pending(self._volume_service, "GetVolumeRequest"), name=f"volumes/{storage_id}")
-        return await self._call(principal, "GetVolume", request)
+    async def _volume(self, principal: Principal, storage_id: str) -> volume_pb2.Volume:
+        request = volume_service_pb2.GetVolumeRequest(name=f"volumes/{storage_id}")
+        return await self._call(principal, self._b.registry.GetVolume, request)
 
     async def get_storage(self, principal: Principal, storage_id: str) -> Storage:
-        return pc.storage_from_volume(await self._volume_proto(principal, storage_id))
+        return pc.storage_from_volume(await self._volume(principal, storage_id))
 
-    async def _volumes(self, principal: Principal) -> list[Any]:
-        cls = self._pending(self._volume_service, "ListVolumesRequest")
-        out: list[Any] = []
+    async def _volumes(self, principal: Principal) -> list[volume_pb2.Volume]:
+        out: list[volume_pb2.Volume] = []
         token = ""
         while True:
-            response = await self._call(principal, "ListVolumes", _make(cls, page_size=PAGE, page_token=token))
-            out += list(response.volumes)
+            request = volume_service_pb2.ListVolumesRequest(page_size=PAGE, page_token=token)
+            response = await self._call(principal, self._b.registry.ListVolumes, request)
+            out += response.volumes
             token = response.next_page_token
             if not token:
                 return out
@@ -250,108 +261,110 @@ class GrpcCloudBackend:
         return [pc.storage_from_volume(v) for v in await self._volumes(principal)]
 
     async def delete_storage(self, principal: Principal, storage_id: str) -> None:
-        request = _make(self._pending(self._volume_service, "DeleteVolumeRequest"), name=f"volumes/{storage_id}",
-                        request_id=uuid.uuid4().hex)
-        await self._call(principal, "DeleteVolume", request)
+        await self._call(principal, self._b.registry.DeleteVolume, volume_service_pb2.DeleteVolumeRequest(name=f"volumes/{storage_id}"))
 
     async def set_storage_online(self, principal: Principal, storage_id: str, online: bool) -> Storage:
-        method = "OnlineVolume" if online else "OfflineVolume"
-        request = _make(self._pending(self._volume_service, f"{method}Request"), name=f"volumes/{storage_id}")
-        await self._call(principal, method, request)
-        return await self.get_storage(principal, storage_id)
+        name = f"volumes/{storage_id}"
+        if online:
+            volume = await self._call(principal, self._b.registry.OnlineVolume, volume_service_pb2.OnlineVolumeRequest(name=name))
+        else:
+            volume = await self._call(principal, self._b.registry.OfflineVolume, volume_service_pb2.OfflineVolumeRequest(name=name))
+        return pc.storage_from_volume(volume)
 
-    # --- network (NetworkService, branch `cloud`) ------------------------------------------
+    # --- network (NetworkService) ----------------------------------------------------------
 
     async def create_network(self, principal: Principal, spec: NetworkSpec) -> Network:
-        network = _make(self._pending(self._network, "Network"), title=spec.title, vlan=spec.vlan, cidr=spec.address or None,
-                        gateway=spec.gateway or None)
-        request = _make(self._pending(self._network_service, "CreateNetworkRequest"), network=network, request_id=uuid.uuid4().hex)
-        created = _unpack(await self._call(principal, "CreateNetwork", request), type(network))
-        if created is None:
-            raise Unavailable("CreateNetwork returned no network")
-        return pc.network_from_proto(created)
+        if spec.allocation not in _ALLOCATIONS:
+            raise InvalidArgument(f"occi.network.allocation must be dynamic or static, not {spec.allocation!r}", reason="INVALID_ALLOCATION")
+        network = network_pb2.Network(title=spec.title, vlan=spec.vlan or 0, cidr=spec.address, gateway=spec.gateway,
+                                      allocation=_ALLOCATIONS[spec.allocation])
+        request = network_service_pb2.CreateNetworkRequest(network=network, request_id=uuid.uuid4().hex)
+        return pc.network_from_proto(await self._call(principal, self._b.registry.CreateNetwork, request))
 
     async def get_network(self, principal: Principal, network_id: str) -> Network:
-        request = _make(self._pending(self._network_service, "GetNetworkRequest"), name=f"networks/{network_id}")
-        return pc.network_from_proto(await self._call(principal, "GetNetwork", request))
+        request = network_service_pb2.GetNetworkRequest(name=f"networks/{network_id}")
+        return pc.network_from_proto(await self._call(principal, self._b.registry.GetNetwork, request))
 
     async def list_networks(self, principal: Principal) -> list[Network]:
-        cls = self._pending(self._network_service, "ListNetworksRequest")
         out: list[Network] = []
         token = ""
         while True:
-            response = await self._call(principal, "ListNetworks", _make(cls, page_size=PAGE, page_token=token))
+            request = network_service_pb2.ListNetworksRequest(page_size=PAGE, page_token=token)
+            response = await self._call(principal, self._b.registry.ListNetworks, request)
             out += [pc.network_from_proto(n) for n in response.networks]
             token = response.next_page_token
             if not token:
                 return out
 
     async def delete_network(self, principal: Principal, network_id: str) -> None:
-        request = _make(self._pending(self._network_service, "DeleteNetworkRequest"), name=f"networks/{network_id}",
-                        request_id=uuid.uuid4().hex)
-        await self._call(principal, "DeleteNetwork", request)
+        request = network_service_pb2.DeleteNetworkRequest(name=f"networks/{network_id}")
+        await self._call(principal, self._b.registry.DeleteNetwork, request)
 
     async def set_network_up(self, principal: Principal, network_id: str, up: bool) -> Network:
-        method = "UpNetwork" if up else "DownNetwork"
-        request = _make(self._pending(self._network_service, f"{method}Request"), name=f"networks/{network_id}")
-        await self._call(principal, method, request)
-        return await self.get_network(principal, network_id)
+        name = f"networks/{network_id}"
+        if up:
+            network = await self._call(principal, self._b.registry.UpNetwork, network_service_pb2.UpNetworkRequest(name=name))
+        else:
+            network = await self._call(principal, self._b.registry.DownNetwork, network_service_pb2.DownNetworkRequest(name=name))
+        return pc.network_from_proto(network)
 
     # --- links -----------------------------------------------------------------------------
 
-    async def attach_storage(self, principal: Principal, compute_id: str, storage_id: str, device: str) -> StorageLink:
-        vm = await self._vm(principal, compute_id)
-        request = _make(self._pending(self._volume_service, "AttachVolumeRequest"), vm=vm.name, volume=f"volumes/{storage_id}",
-                        device=device.removeprefix("/dev/"))
-        await self._call(principal, "AttachVolume", request)
-        return StorageLink(storage_link_id(compute_id, storage_id), compute_id, storage_id, device)
+    async def attach_storage(self, principal: Principal, compute_id: str, storage_id: str, device: str = "") -> StorageLink:
+        vm = await self._settled_vm(principal, compute_id)
+        request = volume_service_pb2.AttachVolumeRequest(volume=f"volumes/{storage_id}", virtual_machine=vm.name, device=device)
+        op = await self._wait(principal, await self._call(principal, self._b.registry.AttachVolume, request))
+        volume = self._payload(op, volume_pb2.Volume) or await self._volume(principal, storage_id)
+        for link in pc.storage_links_of(volume):
+            if link.compute_id == compute_id:
+                return link
+        raise Unavailable(f"{volume.name} was attached to {vm.name}, then detached again before this answer")
 
     async def list_storage_links(self, principal: Principal) -> list[StorageLink]:
-        links = []
-        for volume in await self._volumes(principal):
-            for attachment in volume.attachments:
-                vm_id, vol_id = pc.short_id(attachment.vm), pc.short_id(volume.name)
-                links.append(StorageLink(storage_link_id(vm_id, vol_id), vm_id, vol_id, f"/dev/{attachment.device}"))
-        return links
+        return [link for volume in await self._volumes(principal) for link in pc.storage_links_of(volume)]
 
     async def detach_storage(self, principal: Principal, link_id: str) -> None:
-        vm_id, _, vol_id = link_id.partition(".")
-        if not any(link.id == link_id for link in await self.list_storage_links(principal)):
+        compute_id, _, storage_id = link_id.partition(".")
+        try:
+            volume = await self._volume(principal, storage_id)
+        except NotFound as exc:
+            raise NotFound(f"storage link {link_id} does not exist") from exc
+        if link_id not in {link.id for link in pc.storage_links_of(volume)}:
             raise NotFound(f"storage link {link_id} does not exist")
-        request = _make(self._pending(self._volume_service, "DetachVolumeRequest"), vm=f"virtualMachines/{vm_id}",
-                        volume=f"volumes/{vol_id}")
-        await self._call(principal, "DetachVolume", request)
+        request = volume_service_pb2.DetachVolumeRequest(volume=volume.name, virtual_machine=f"virtualMachines/{compute_id}")
+        await self._wait(principal, await self._call(principal, self._b.registry.DetachVolume, request))
 
-    async def create_network_interface(self, principal: Principal, compute_id: str, network_id: str) -> NetworkInterface:
+    async def create_network_interface(
+        self, principal: Principal, compute_id: str, network_id: str, address: str = ""
+    ) -> NetworkInterface:
         vm = await self._vm(principal, compute_id)
-        nic = _make(self._pending(self._network, "NetworkInterface"), vm=vm.name, network=f"networks/{network_id}")
-        request = _make(self._pending(self._network_service, "CreateNetworkInterfaceRequest"), network_interface=nic,
-                        request_id=uuid.uuid4().hex)
-        created = _unpack(await self._call(principal, "CreateNetworkInterface", request), type(nic))
-        if created is None:
-            raise Unavailable("CreateNetworkInterface returned no interface")
-        index = sum(1 for n in await self.list_network_interfaces(principal) if n.compute_id == compute_id) - 1
-        return pc.interface_from_proto(created, max(index, 0))
+        nic = network_pb2.NetworkInterface(virtual_machine=vm.name, network=f"networks/{network_id}", ip_address=address)
+        request = network_service_pb2.CreateNetworkInterfaceRequest(network_interface=nic, request_id=uuid.uuid4().hex)
+        created = await self._call(principal, self._b.registry.CreateNetworkInterface, request)
+        return next(n for n in await self._interfaces(principal, vm.name) if n.id == pc.short_id(created.name))
 
     async def list_network_interfaces(self, principal: Principal) -> list[NetworkInterface]:
-        cls = self._pending(self._network_service, "ListNetworkInterfacesRequest")
-        found: list[Any] = []
+        return await self._interfaces(principal)
+
+    async def _interfaces(self, principal: Principal, vm_name: str = "") -> list[NetworkInterface]:
+        found: list[network_pb2.NetworkInterface] = []
         token = ""
         while True:
-            response = await self._call(principal, "ListNetworkInterfaces", _make(cls, page_size=PAGE, page_token=token))
-            found += list(response.network_interfaces)
+            request = network_service_pb2.ListNetworkInterfacesRequest(page_size=PAGE, page_token=token, virtual_machine=vm_name)
+            response = await self._call(principal, self._b.registry.ListNetworkInterfaces, request)
+            found += response.network_interfaces
             token = response.next_page_token
             if not token:
                 break
+        networks = {n.id: n for n in await self.list_networks(principal)} if found else {}
+        found.sort(key=lambda n: (n.virtual_machine, n.create_time.ToNanoseconds(), n.name))
         per_vm: dict[str, int] = {}
         out = []
         for nic in found:
-            index = per_vm.get(nic.vm, 0)
-            per_vm[nic.vm] = index + 1
-            out.append(pc.interface_from_proto(nic, index))
+            index = per_vm[nic.virtual_machine] = per_vm.get(nic.virtual_machine, -1) + 1
+            out.append(pc.interface_from_proto(nic, index, networks.get(pc.short_id(nic.network))))
         return out
 
     async def delete_network_interface(self, principal: Principal, interface_id: str) -> None:
-        request = _make(self._pending(self._network_service, "DeleteNetworkInterfaceRequest"),
-                        name=f"networkInterfaces/{interface_id}", request_id=uuid.uuid4().hex)
-        await self._call(principal, "DeleteNetworkInterface", request)
+        request = network_service_pb2.DeleteNetworkInterfaceRequest(name=f"networkInterfaces/{interface_id}")
+        await self._call(principal, self._b.registry.DeleteNetworkInterface, request)

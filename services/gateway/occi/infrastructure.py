@@ -92,7 +92,8 @@ NETWORK = Kind(INFRA, "network", "Network Resource", parent=RESOURCE.id, locatio
     *_state("occi.network.state", ("active", "inactive", "error")),
 ))
 STORAGELINK = Kind(INFRA, "storagelink", "Storage Link", parent=LINK.id, location="/storagelink/", attributes=(
-    Attribute("occi.storagelink.deviceid", required=True, description="device name in the guest, e.g. /dev/vdb"),
+    Attribute("occi.storagelink.deviceid", required=True,
+              description="virtio disk in the VM, /dev/vdb ... /dev/vdz; another name is a hint this provider cannot honour (it picks one)"),
     Attribute("occi.storagelink.mountpoint", description="where the guest mounts it"),
     *_state("occi.storagelink.state", ("active", "inactive", "error")),
 ))
@@ -113,7 +114,8 @@ IPNETWORK = Mixin(NETWORK_MIXIN, "ipnetwork", "IP Networking Mixin", location="/
 ))
 IPNETWORKINTERFACE = Mixin(NETWORKINTERFACE_MIXIN, "ipnetworkinterface", "IP Network Interface Mixin",
                            location="/mixin/ipnetworkinterface/", applies=(NETWORKINTERFACE.id,), attributes=(
-    Attribute("occi.networkinterface.address", required=True, mutable=False, provider=True, description="IP address"),
+    Attribute("occi.networkinterface.address", required=True, mutable=False,
+              description="IP address: leased by the provider, or the one asked for (required on a static network)"),
     Attribute("occi.networkinterface.gateway", mutable=False, provider=True, description="gateway address"),
     Attribute("occi.networkinterface.allocation", "enum", required=True, mutable=False, provider=True, choices=("dynamic", "static")),
 ))
@@ -141,10 +143,17 @@ SSH_ACCESS = Mixin(PROVIDER, "ssh_access", "How to reach the compute over SSH", 
     Attribute("it.infn.wnodes.compute.ssh.endpoint", mutable=False, provider=True, description="host:port of the compute's SSH server"),
 ))
 """Rendered on every compute that has an SSH endpoint; a client never needs to send it."""
+VIRTIO_DISK = Mixin(PROVIDER, "virtio_disk", "How the guest finds the storage", location="/mixin/virtio_disk/",
+                    applies=(STORAGELINK.id,), attributes=(
+    Attribute("it.infn.wnodes.storagelink.serial", mutable=False, provider=True,
+              description="the disk's serial, the storage's id: /sys/block/vd*/serial in the guest"),
+))
+"""Rendered on every storage link: the guest kernel names virtio disks in the order it finds them
+(a hot-plugged one after a detach may not be the deviceid), so the serial is the stable handle."""
 
 KINDS = (ENTITY, RESOURCE, LINK, COMPUTE, STORAGE, NETWORK, STORAGELINK, NETWORKINTERFACE)
 ACTIONS = (START, STOP, RESTART, SUSPEND, SAVE, ONLINE, OFFLINE, UP, DOWN)
 MIXINS = (IPNETWORK, IPNETWORKINTERFACE, OS_TPL, RESOURCE_TPL, SSH_KEY, USER_DATA, OPENSTACK_PUBLIC_KEY,
-          OPENSTACK_USER_DATA, SSH_ACCESS)
+          OPENSTACK_USER_DATA, SSH_ACCESS, VIRTIO_DISK)
 CONTEXT_MIXINS = (SSH_KEY, USER_DATA, OPENSTACK_PUBLIC_KEY, OPENSTACK_USER_DATA)
 """Mixins a client sends only on create: their values go to the VM at boot and are not read back."""

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented, WnodesError
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, WnodesError
 from services.common.identity import Principal
 from services.gateway.occi import infrastructure as infra
 from services.gateway.occi import locations, views
@@ -27,6 +27,25 @@ from services.gateway.occi.validation import EntityRequest, LinkRequest
 LOG = logging.getLogger(__name__)
 MAX_USER_DATA = 64 * 1024
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_VIRTIO_DEVICE = re.compile(r"^(/dev/)?(vd[b-z])$")
+_UNKEPT = {infra.STORAGE: ("occi.core.summary",), infra.NETWORK: ("occi.core.summary", "occi.network.label"),
+           infra.STORAGELINK: ("occi.storagelink.mountpoint",)}
+"""Attributes the spec declares that this provider has nowhere to keep (or, for a mountpoint,
+cannot carry out: nothing mounts inside the guest): refused rather than silently dropped."""
+
+
+def _refuse_unkept(kind: Kind, attributes: dict[str, Value]) -> None:
+    for name in _UNKEPT.get(kind, ()):
+        if attributes.get(name) not in (None, ""):
+            raise InvalidArgument(f"{name}: a {kind.term} of this provider keeps no such value", reason="ATTRIBUTE_NOT_SUPPORTED")
+
+
+def _virtio_device(deviceid: str) -> str:
+    """The virtio disk a client's deviceid names ("/dev/vdc" or "vdc"), or "" for the first free
+    one: any other name ("/dev/sdb", "/dev/blk0") is a hint this provider cannot honour, as Nova
+    treats a device name; the link then shows the device it got."""
+    found = _VIRTIO_DEVICE.match(deviceid.strip())
+    return found.group(2) if found else ""
 
 
 @dataclass
@@ -52,15 +71,9 @@ class OcciService:
     # --- reading ---------------------------------------------------------------------------
 
     async def _links(self, p: Principal) -> tuple[list[EntityView], list[EntityView]]:
-        """Storage links and network interfaces; empty where the backend has none yet."""
-        try:
-            storage_links = [views.storage_link(x) for x in await self.backend.list_storage_links(p)]
-        except Unimplemented:
-            storage_links = []
-        try:
-            nics = [views.network_interface(x) for x in await self.backend.list_network_interfaces(p)]
-        except Unimplemented:
-            nics = []
+        """Storage links and network interfaces."""
+        storage_links = [views.storage_link(x) for x in await self.backend.list_storage_links(p)]
+        nics = [views.network_interface(x) for x in await self.backend.list_network_interfaces(p)]
         return storage_links, nics
 
     def _compute_view(self, p: Principal, c: Compute, model: Model, links: list[EntityView]) -> EntityView:
@@ -73,9 +86,9 @@ class OcciService:
             storage_links, nics = await self._links(p)
             return [self._compute_view(p, c, model, storage_links + nics) for c in await self.backend.list_computes(p)]
         if kind is infra.STORAGE:
-            return [views.storage(s, self._tags(p, infra.STORAGE, s.id)) for s in await self._optional(self.backend.list_storages(p))]
+            return [views.storage(s, self._tags(p, infra.STORAGE, s.id)) for s in await self.backend.list_storages(p)]
         if kind is infra.NETWORK:
-            return [views.network(n, self._tags(p, infra.NETWORK, n.id)) for n in await self._optional(self.backend.list_networks(p))]
+            return [views.network(n, self._tags(p, infra.NETWORK, n.id)) for n in await self.backend.list_networks(p)]
         if kind is infra.STORAGELINK:
             return (await self._links(p))[0]
         if kind is infra.NETWORKINTERFACE:
@@ -86,14 +99,6 @@ class OcciService:
             storage_links, nics = await self._links(p)
             return storage_links + nics
         return []
-
-    @staticmethod
-    async def _optional(pending: object) -> list:  # type: ignore[type-arg]
-        """Lists the backend cannot make yet are empty (a collection GET must not fail)."""
-        try:
-            return await pending  # type: ignore[misc,no-any-return]
-        except Unimplemented:
-            return []
 
     def _tags(self, p: Principal, kind: Kind, entity_id: str) -> tuple[Mixin, ...]:
         return self.user_mixins.tags_of(p, views.location(kind.location, entity_id))
@@ -187,26 +192,27 @@ class OcciService:
             raise InvalidArgument(f"link target {link.target} does not exist", reason="LINK_TARGET_NOT_FOUND") from exc
         return target_id
 
-    async def _make_link(self, p: Principal, compute_id: str, link: LinkRequest, target_id: str, used: set[str]) -> EntityView:
+    async def _make_link(self, p: Principal, compute_id: str, link: LinkRequest, target_id: str) -> EntityView:
         if link.kind is infra.STORAGELINK:
-            device = str(link.attributes.get("occi.storagelink.deviceid") or next(
-                f"/dev/vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"/dev/vd{c}" not in used))
-            used.add(device)
+            device = _virtio_device(str(link.attributes.get("occi.storagelink.deviceid", "")))
             return views.storage_link(await self.backend.attach_storage(p, compute_id, target_id, device))
-        return views.network_interface(await self.backend.create_network_interface(p, compute_id, target_id))
+        address = str(link.attributes.get("occi.networkinterface.address", ""))
+        return views.network_interface(await self.backend.create_network_interface(p, compute_id, target_id, address))
 
     async def create(self, p: Principal, model: Model, request: EntityRequest) -> EntityView:
         kind = request.kind
         title, summary = self._text(request, "occi.core.title"), self._text(request, "occi.core.summary")
+        _refuse_unkept(kind, request.attributes)
+        for link in request.links:
+            _refuse_unkept(link.kind, link.attributes)
         if kind is infra.STORAGE:
             size = request.attributes["occi.storage.size"]
             assert isinstance(size, float)
-            created = views.storage(await self.backend.create_storage(p, StorageSpec(size, title, summary)))
+            created = views.storage(await self.backend.create_storage(p, StorageSpec(size, title)))
         elif kind is infra.NETWORK:
             vlan = request.attributes.get("occi.network.vlan")
-            spec = NetworkSpec(title, summary, vlan if isinstance(vlan, int) else None, self._text(request, "occi.network.label"),
-                               self._text(request, "occi.network.address"), self._text(request, "occi.network.gateway"),
-                               self._text(request, "occi.network.allocation"))
+            spec = NetworkSpec(title, vlan if isinstance(vlan, int) else None, self._text(request, "occi.network.address"),
+                               self._text(request, "occi.network.gateway"), self._text(request, "occi.network.allocation"))
             created = views.network(await self.backend.create_network(p, spec))
         elif kind is infra.COMPUTE:
             created = await self._create_compute(p, model, request, title, summary)
@@ -222,13 +228,14 @@ class OcciService:
         targets = [await self._check_target(p, link) for link in request.links]
         if len({link.target for link in request.links}) != len(request.links):
             raise InvalidArgument("the same resource is linked twice", reason="DUPLICATE_LINK")
-        compute = await self.backend.create_compute(p, ComputeSpec(image, cores, memory_mib, title, summary, template, keys, user_data))
+        storage_ids = [t for link, t in zip(request.links, targets, strict=True) if link.kind is infra.STORAGELINK]
+        spec = ComputeSpec(image, cores, memory_mib, title, summary, template, keys, user_data, storage_ids)
+        compute = await self.backend.create_compute(p, spec)
         LOG.info("OCCI: %s/%s created compute %s (%s, %d cores, %d MiB)", p.user, p.vo, compute.id, image, cores, memory_mib)
         made: list[EntityView] = []
         try:
-            used: set[str] = set()
             for link, target_id in zip(request.links, targets, strict=True):
-                made.append(await self._make_link(p, compute.id, link, target_id, used))
+                made.append(await self._make_link(p, compute.id, link, target_id))
         except WnodesError:
             LOG.info("OCCI: links of compute %s failed; deleting it", compute.id)
             await self._undo(p, compute.id, made)
@@ -252,10 +259,9 @@ class OcciService:
             await self.backend.get_compute(p, compute_id)
         except NotFound as exc:
             raise InvalidArgument(f"link source {source} does not exist", reason="LINK_SOURCE_NOT_FOUND") from exc
+        _refuse_unkept(link.kind, link.attributes)
         target_id = await self._check_target(p, link)
-        used = {str(v.attributes["occi.storagelink.deviceid"]) for v in (await self._links(p))[0]
-                if v.attributes["occi.core.source"] == source}
-        created = await self._make_link(p, compute_id, link, target_id, used)
+        created = await self._make_link(p, compute_id, link, target_id)
         self._tag(p, created.location, link.mixins)
         return created
 

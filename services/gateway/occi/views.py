@@ -53,7 +53,7 @@ def compute(c: Compute, model: Model, links: list[EntityView] | None = None, tag
 
 
 def storage(s: Storage, tags: tuple[Mixin, ...] = ()) -> EntityView:
-    attrs = _core(s.id, s.title, s.summary)
+    attrs = _core(s.id, s.title)
     attrs.update({"occi.storage.size": float(s.size_gib), "occi.storage.state": s.state})
     if s.state_message:
         attrs["occi.storage.state.message"] = s.state_message
@@ -62,12 +62,10 @@ def storage(s: Storage, tags: tuple[Mixin, ...] = ()) -> EntityView:
 
 
 def network(n: Network, tags: tuple[Mixin, ...] = ()) -> EntityView:
-    attrs = _core(n.id, n.title, n.summary)
+    attrs = _core(n.id, n.title)
     attrs["occi.network.state"] = n.state
     if n.vlan is not None:
         attrs["occi.network.vlan"] = n.vlan
-    if n.label:
-        attrs["occi.network.label"] = n.label
     if n.state_message:
         attrs["occi.network.state.message"] = n.state_message
     mixins: tuple[Mixin, ...] = ()
@@ -83,7 +81,13 @@ def network(n: Network, tags: tuple[Mixin, ...] = ()) -> EntityView:
 
 
 def storage_link(link: StorageLink) -> EntityView:
+    """Says what the guest sees: a virtio disk whose serial is the storage's id (its /dev/vd*
+    name is the kernel's choice, in the order it finds disks)."""
     attrs = _core(link.id, "")
+    device = link.device.removeprefix("/dev/")
+    # No ';' or ',' in the text: naive parsers split inline Link values and text/occi lists on them.
+    seen = (f"the guest sees a virtio disk with serial {link.serial} (in /sys/block/vd*/serial or as /dev/disk/by-id/virtio-{link.serial} "
+            f"where udev runs) configured as {device} - the kernel names disks in the order it finds them")
     attrs.update({
         "occi.core.source": location(infra.COMPUTE.location, link.compute_id),
         "occi.core.target": location(infra.STORAGE.location, link.storage_id),
@@ -91,10 +95,10 @@ def storage_link(link: StorageLink) -> EntityView:
         "occi.core.target.kind": infra.STORAGE.id,
         "occi.storagelink.deviceid": link.device,
         "occi.storagelink.state": link.state,
+        "occi.storagelink.state.message": f"{link.state_message} - {seen}" if link.state_message else seen,
+        "it.infn.wnodes.storagelink.serial": link.serial,
     })
-    if link.mountpoint:
-        attrs["occi.storagelink.mountpoint"] = link.mountpoint
-    return EntityView(infra.STORAGELINK, location(infra.STORAGELINK.location, link.id), attrs,
+    return EntityView(infra.STORAGELINK, location(infra.STORAGELINK.location, link.id), attrs, (infra.VIRTIO_DISK,),
                       source_kind=infra.COMPUTE.id, target_kind=infra.STORAGE.id)
 
 

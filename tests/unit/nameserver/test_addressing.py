@@ -54,3 +54,24 @@ def test_vlans() -> None:
     assert addressing.first_free_vlan([2, 3, 5]) == 4
     with pytest.raises(FailedPrecondition):
         addressing.first_free_vlan(range(2, 4095))
+
+
+def test_a_network_without_a_cidr_gets_the_first_subnet_of_the_pool_that_overlaps_nothing() -> None:
+    # Prepare
+    pool = addressing.SubnetPool.parse("10.128.0.0/22", 24)  # four /24s
+    taken = [ipaddress.IPv4Network(c) for c in ("10.128.0.0/24", "10.128.1.64/26", "192.168.0.0/16")]
+
+    # Execute / Assert: a /24 partly used by a smaller network is not free either
+    assert str(pool.first_free([])) == "10.128.0.0/24"
+    assert str(pool.first_free(taken)) == "10.128.2.0/24"
+    assert str(pool.first_free([ipaddress.IPv4Network("10.128.0.0/23")])) == "10.128.2.0/24"  # a wider network covers two
+    with pytest.raises(FailedPrecondition) as full:
+        pool.first_free([ipaddress.IPv4Network("10.0.0.0/8")])
+    assert full.value.reason == "NO_FREE_SUBNET" and "give the network a cidr" in full.value.message
+
+
+def test_a_pool_is_checked_when_the_nameserver_starts() -> None:
+    assert addressing.SubnetPool.parse(addressing.DEFAULT_POOL, addressing.DEFAULT_POOL_PREFIX).prefix == 24
+    for cidr, prefix in (("10.128.0.0/16", 12), ("10.128.0.0/16", 31), ("10.128.0.1/16", 24)):
+        with pytest.raises(InvalidArgument):
+            addressing.SubnetPool.parse(cidr, prefix)

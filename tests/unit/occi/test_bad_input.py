@@ -78,11 +78,11 @@ async def test_inline_link_failure_leaves_no_compute(occi: TestClient) -> None:
     r = await occi.post("/storage/", headers={**ALICE, "Content-Type": "text/plain"},
                         data=plain(category("storage"), "X-OCCI-Attribute: occi.storage.size=1"))
     second = r.headers["Location"]
-    # the backend refuses the second attachment (same device) after the compute exists
+    # the backend refuses the second attachment (same device) after the compute exists: a conflict
     body = plain(category("compute"), f'Link: <{first}>; rel="{INFRA}storage"; category="{INFRA}storagelink"; occi.storagelink.deviceid="/dev/vdb"',
                  f'Link: <{second}>; rel="{INFRA}storage"; category="{INFRA}storagelink"; occi.storagelink.deviceid="/dev/vdb"')
     r = await occi.post("/compute/", headers={**ALICE, "Content-Type": "text/plain"}, data=body)
-    assert r.status == 400 and "already used" in await r.text()
+    assert r.status == 409 and "device vdb of the VM is taken" in await r.text()
     assert "X-OCCI-Location" not in await (await occi.get("/compute/", headers=ALICE)).text()
     assert "X-OCCI-Location" not in await (await occi.get("/storagelink/", headers=ALICE)).text()
 

@@ -140,17 +140,48 @@ async def test_storage_network_and_links(occi: TestClient) -> None:
     text = await (await occi.get(compute, headers=ALICE)).text()
     assert f"Link: <{storage}>" in text and "occi.storagelink.deviceid=" in text
     assert f"Link: <{network}>" in text and "occi.networkinterface.mac=" in text
+    storage_id = storage.rsplit("/", 1)[-1]
+    assert 'occi.storagelink.deviceid="/dev/vdb"' in text and f'it.infn.wnodes.storagelink.serial="{storage_id}"' in text
+    assert f"the guest sees a virtio disk with serial {storage_id}" in text
     links = await (await occi.get("/link/", headers=ALICE)).text()
     assert links.count("X-OCCI-Location:") == 2
-    for term, state in (("offline", "offline"), ("online", "online")):
-        r = await occi.post(f"{storage}?action={term}", headers=ALICE)
-        assert f'occi.storage.state="{state}"' in await r.text()
     r = await occi.post(f"{network}?action=down", headers=ALICE)
     assert 'occi.network.state="inactive"' in await r.text()
+    assert 'occi.networkinterface.state="inactive"' in await (await occi.get(compute, headers=ALICE)).text()  # it follows its network
+    r = await occi.post(f"{storage}?action=offline", headers=ALICE)
+    assert r.status == 409 and "detach it" in await r.text()  # attached storage stays online
     assert (await occi.delete(storage, headers=ALICE)).status == 409  # still attached
     link = URL((await (await occi.get("/storagelink/", headers=ALICE)).text()).split("X-OCCI-Location: ")[1].strip()).path
     assert (await occi.delete(link, headers=ALICE)).status == 200
+    for term, state in (("offline", "offline"), ("online", "online")):
+        r = await occi.post(f"{storage}?action={term}", headers=ALICE)
+        assert f'occi.storage.state="{state}"' in await r.text()
     assert (await occi.delete(storage, headers=ALICE)).status == 200
+
+
+async def test_a_network_without_an_address_gets_one_and_unkept_attributes_are_refused(occi: TestClient) -> None:
+    network = await create(occi, plain(category("network"), 'X-OCCI-Attribute: occi.core.title="lab"'), "/network/")
+    text = await (await occi.get(network, headers=ALICE)).text()
+    assert 'occi.network.address="10.128.0.0/24"' in text and 'occi.network.gateway="10.128.0.1"' in text
+    assert "Category: ipnetwork;" in text and "occi.network.vlan=" in text
+    for kind, attributes in (("storage", ("occi.storage.size=1", 'occi.core.summary="s"')), ("network", ('occi.network.label="l"',))):
+        body = plain(category(kind), *(f"X-OCCI-Attribute: {a}" for a in attributes))
+        r = await occi.post(f"/{kind}/", headers={**ALICE, "Content-Type": "text/plain"}, data=body)
+        assert r.status == 400 and "keeps no such value" in await r.text(), kind
+
+
+async def test_a_static_network_takes_the_address_a_client_gives_its_interface(occi: TestClient) -> None:
+    network = await create(occi, plain(category("network"), 'Category: ipnetwork; scheme="http://schemas.ogf.org/occi/infrastructure/network#"; class="mixin"',
+                                       'X-OCCI-Attribute: occi.network.address="192.168.7.0/24"', 'X-OCCI-Attribute: occi.network.allocation="static"'),
+                           "/network/")
+    compute = await create(occi, plain(category("compute")))
+    link = [f'X-OCCI-Attribute: occi.core.source="{compute}"', f'X-OCCI-Attribute: occi.core.target="{network}"']
+    r = await occi.post("/networkinterface/", headers={**ALICE, "Content-Type": "text/plain"}, data=plain(category("networkinterface"), *link))
+    assert r.status == 400 and "statically" in await r.text()
+    nic = await create(occi, plain(category("networkinterface"), 'Category: ipnetworkinterface; scheme="http://schemas.ogf.org/occi/infrastructure/networkinterface#"; class="mixin"',
+                                   *link, 'X-OCCI-Attribute: occi.networkinterface.address="192.168.7.20"'), "/networkinterface/")
+    text = await (await occi.get(nic, headers=ALICE)).text()
+    assert 'occi.networkinterface.address="192.168.7.20"' in text and 'occi.networkinterface.allocation="static"' in text
 
 
 async def test_standalone_link_create(occi: TestClient) -> None:

@@ -10,11 +10,10 @@ import pytest
 from services.common.errors import InvalidArgument
 from services.gateway.occi import infrastructure as infra
 from services.gateway.occi import negotiation, proto_convert, text_parsing, text_rendering
-from services.gateway.occi.grpc_backend import _make, _unpack
 from services.gateway.occi.http_errors import NotAcceptable
 from services.gateway.occi.site_users import SiteUsers, write_user_file
 from services.gateway.occi.templates import DEFAULT_SIZES, load_sizes, os_tpl_term
-from wnodes.v1 import virtual_machine_pb2, virtual_machine_service_pb2
+from wnodes.v1 import network_pb2, virtual_machine_pb2, volume_pb2
 
 
 def test_category_rendering_parses_back() -> None:
@@ -99,16 +98,22 @@ def test_compute_state_mapping(proto_state: str, occi_state: str, message: str) 
     assert message in c.state_message
 
 
-def test_states_branch_cloud_adds_are_mapped() -> None:
-    assert proto_convert._COMPUTE_STATES["STOPPED"][0] == "inactive"
-    assert proto_convert._COMPUTE_STATES["SUSPENDED"][0] == "suspended"
-
-
-def test_requests_are_built_with_the_fields_their_message_has() -> None:
-    msg = _make(virtual_machine_service_pb2.DeleteVirtualMachineRequest, name="virtualMachines/vm-1", no_such_field="x")
-    assert msg.name == "virtualMachines/vm-1"
-    from google.longrunning import operations_pb2
-
-    op = operations_pb2.Operation(name="operations/1")
-    op.metadata.Pack(virtual_machine_pb2.VirtualMachine(name="virtualMachines/vm-2"))
-    assert _unpack(op, virtual_machine_pb2.VirtualMachine).name == "virtualMachines/vm-2"
+def test_storage_network_and_link_states_are_mapped() -> None:
+    Attachment = volume_pb2.Volume.Attachment
+    volume = volume_pb2.Volume(name="volumes/vol-1", size_gib=0.5, state=volume_pb2.Volume.State.OFFLINE, attachments=[
+        Attachment(virtual_machine="virtualMachines/vm-1", device="vdc", state=Attachment.State.ATTACHED),
+        Attachment(virtual_machine="virtualMachines/vm-2", device="vdb", state=Attachment.State.ATTACHING),
+        Attachment(virtual_machine="virtualMachines/vm-3", device="vdb", state=Attachment.State.DETACHING),
+    ])
+    assert proto_convert.storage_from_volume(volume).state == "offline"
+    links = proto_convert.storage_links_of(volume)
+    assert [(x.id, x.device, x.serial, x.state) for x in links] == [
+        ("vm-1.vol-1", "/dev/vdc", "vol-1", "active"), ("vm-2.vol-1", "/dev/vdb", "vol-1", "inactive")]  # detaching: gone
+    network = network_pb2.Network(name="networks/net-1", vlan=7, cidr="10.128.0.0/24", gateway="10.128.0.1",
+                                  state=network_pb2.Network.State.INACTIVE, allocation=network_pb2.Network.Allocation.STATIC)
+    n = proto_convert.network_from_proto(network)
+    assert (n.state, n.vlan, n.address, n.allocation) == ("inactive", 7, "10.128.0.0/24", "static")
+    nic = network_pb2.NetworkInterface(name="networkInterfaces/nic-1", virtual_machine="virtualMachines/vm-1", network="networks/net-1",
+                                       mac_address="52:54:00:aa:bb:cc", ip_address="10.128.0.5", state=network_pb2.NetworkInterface.State.INACTIVE)
+    i = proto_convert.interface_from_proto(nic, 1, n)
+    assert (i.compute_id, i.interface, i.mac, i.address, i.gateway, i.state) == ("vm-1", "eth1", "52:54:00:aa:bb:cc", "10.128.0.5", "10.128.0.1", "inactive")
