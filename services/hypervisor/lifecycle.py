@@ -1,7 +1,10 @@
 """The hypervisor agent's control loop: make this host run what the registry says it should.
 
 Level-triggered: on start, on every change under ``placements/<host>/`` and every few seconds,
-it compares the VMs placed here with the domains the driver reports and converges. After a crash
+it compares the VMs placed here with the domains the driver reports and converges. The lease,
+the watch and the periodic pass belong to the process's ``HostGroup`` (host_group.py), which
+one agent process shares between all the hosts it serves (one real host, or thousands of
+simulated ones); this module is what happens on one host. After a crash
 it adopts running domains that are still wanted (reconnecting their guest channels) and destroys
 the rest, so nothing leaks. Each VM is handled by one task at a time.
 
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +37,10 @@ from services.common.errors import (
     WnodesError,
     error_to_dict,
 )
+from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord, ImageRecord, OperationRecord, PowerState, VmRecord, VmState
-from services.common.registration import Registration
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainSpec,
@@ -116,6 +119,10 @@ class _Tracked:
     steady: tuple[bytes, str] | None = None
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
     def mutate(rec: VmRecord) -> bool:
         rec.ssh_endpoint = endpoint
@@ -127,30 +134,33 @@ def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
 class Agent:
     def __init__(
         self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None,
-        imagestore: ImagestoreClient | None = None,
+        imagestore: ImagestoreClient | None = None, commits: GroupCommit | None = None,
     ) -> None:
         self.cfg = cfg
         self._store = store
         self._keys = keys
         self.driver = driver
         self._cache = cache
+        # Reads and writes of VM records go through group commit (shared by the process's hosts).
+        self._commits = commits or GroupCommit(store)
         self._tracked: dict[str, _Tracked] = {}
         self._record: HypervisorRecord | None = None
-        self._registration: Registration | None = None
         self._recheck = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._images: dict[str, ImageRecord] = {}
         self._ssh_ports = SshPorts(*cfg.ssh_ports)
         self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
+        # Set by the HostGroup: ask for a convergence pass of this host; publish its record.
+        self.request_pass: Callable[[], None] = lambda: None
+        self.publish: Callable[[], Awaitable[None]] = _nothing
 
     # --- registration ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def prepare(self) -> HypervisorRecord:
+        """This host's record, from what the driver reports (the HostGroup registers it)."""
         res = await self.driver.host_resources()
         schedulable = int(res.vcpu_count * self.cfg.cpu_allocation_ratio)
-        LOG.info(
+        LOG.debug(
             "hypervisor %s: %d vCPUs (%d schedulable at allocation ratio %.1f), %d MiB, virtualization %s",
             self.cfg.host, res.vcpu_count, schedulable, self.cfg.cpu_allocation_ratio, res.memory_mib, res.virtualization,
         )
@@ -161,70 +171,40 @@ class Agent:
             memory_mib=res.memory_mib,
             virtualization=res.virtualization,
         )
-        record = self._record
-        self._registration = Registration(
-            self._store, self._keys.hypervisor(self.cfg.host), lambda: records.dump(record), self.cfg.lease_ttl, self._lease_lost
-        )
-        await self._registration.start()
-        self._tasks = [
-            asyncio.create_task(self._watch()),
-            asyncio.create_task(self._converge_loop()),
-        ]
+        return self._record
+
+    @property
+    def record(self) -> HypervisorRecord:
+        assert self._record is not None, "prepare() first"
+        return self._record
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
         for tracked in self._tracked.values():
             if tracked.task:
                 tracked.task.cancel()
-        for t in self._tasks + [tr.task for tr in self._tracked.values() if tr.task]:
+        for t in [tr.task for tr in self._tracked.values() if tr.task] + list(self._background):
+            t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._registration is not None:
-            await self._registration.stop()
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        while True:
-            try:
-                _, revision = await self._store.get_prefix(self._keys.placements(self.cfg.host), keys_only=True, limit=1)
-                self._kick.set()
-                async for ev in self._store.watch_prefix(self._keys.placements(self.cfg.host), revision + 1):
-                    if not ev.deleted:
-                        task = asyncio.create_task(self._on_change(ev.key.rsplit("/", 1)[-1], ev.value))
-                        self._background.add(task)
-                        task.add_done_callback(self._background.discard)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.warning("hypervisor %s: watch failed (%s); retrying", self.cfg.host, exc)
-                await asyncio.sleep(0.5)
+    def on_placement(self, vm_id: str, placement: bytes) -> None:
+        """A placement key of this host was written (the HostGroup's watch saw it)."""
+        task = asyncio.create_task(self._on_change(vm_id, placement))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    async def _converge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.resync_interval):
-                    await self._kick.wait()
-            self._kick.clear()
-            try:
-                await self.converge()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.warning("hypervisor %s: convergence failed (%s); retrying", self.cfg.host, exc)
-
-    def _lease_lost(self) -> None:
+    def lease_lost(self) -> None:
         """Our lease expired (the host was cut off, or paused) and was granted again: meanwhile
         the reconciler marked our VMs UNKNOWN, so every VM is checked again, settled or not."""
         self._recheck = True
-        self._kick.set()
+        self.request_pass()
 
-    async def converge(self) -> None:
-        """One full pass: wanted VMs get handled, unwanted domains get destroyed."""
+    async def converge(self, wanted: dict[str, bytes]) -> None:
+        """One full pass over what the registry places here (vm id -> placement value, read
+        by the HostGroup): wanted VMs get handled, unwanted domains get destroyed."""
         recheck, self._recheck = self._recheck, False
-        entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
-        wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
         domains = await self.driver.list()
         observed = {d.vm_id: _condition(d) for d in domains}
         for vm_id, placement in wanted.items():
@@ -274,7 +254,7 @@ class Agent:
         tracked = self._tracked.get(vm_id)
         if tracked is not None:
             tracked.handling = tracked.placement
-        entry = await self._store.get(self._keys.vm(vm_id))
+        entry = await self._commits.get(self._keys.vm(vm_id))
         if entry is None:
             await self._forget(vm_id, None)
             return
@@ -369,7 +349,7 @@ class Agent:
                 if await self._transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
                     LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, virtualization)
                 else:
-                    self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+                    self.request_pass()  # deleted or failed meanwhile: the next pass cleans up
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -392,8 +372,7 @@ class Agent:
         cached = await self._cache.ensure(image) if self._cache else None
         if self._record is not None and vm.image_version not in self._record.cached_images:
             self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
-            if self._registration is not None:
-                await self._registration.publish()
+            await self.publish()
         return cached
 
     async def _define_and_start(self, vm: VmRecord, image: CachedImage | None, endpoint: str) -> str:
@@ -471,7 +450,7 @@ class Agent:
         tracked = self._tracked.get(vm.id)
         if tracked:
             tracked.failed = err.message
-        self._kick.set()
+        self.request_pass()
 
     # --- save -----------------------------------------------------------------------------
 
@@ -608,7 +587,7 @@ class Agent:
             vm.id, state, message, expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED}, mutate=applied
         )
         if done is None:
-            self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+            self.request_pass()  # deleted or failed meanwhile: the next pass cleans up
         return done is not None
 
     async def _power_failed(self, vm: VmRecord, generation: int, exc: BaseException) -> None:
@@ -671,8 +650,8 @@ class Agent:
         if not delete_record:
             await self._teardown_files(vm_id)
         usage_key = self._keys.usage(self.cfg.host)
+        entry = await self._commits.get(usage_key)
         while True:
-            entry = await self._store.get(usage_key)
             usage = records.load(HostUsage, entry.value) if entry else HostUsage()
             usage.remove(vm_id)
             ops: list[Put | Delete] = [Put(usage_key, records.dump(usage)), Delete(self._keys.placement(self.cfg.host, vm_id))]
@@ -680,9 +659,10 @@ class Agent:
                 ops.append(Delete(self._keys.vm(vm_id)))
                 if vm is not None:
                     ops += [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
-            ok, _ = await self._store.txn([Compare.unchanged(entry, usage_key)], ops)
-            if ok:
+            outcome = await self._commits.txn(TxnItem([Compare.unchanged(entry, usage_key)], ops, reads_on_failure=[usage_key]))
+            if outcome.succeeded:
                 return
+            entry = outcome.reads[0]
 
     # --- records --------------------------------------------------------------------------
 
@@ -702,7 +682,7 @@ class Agent:
         entry = known
         while True:
             if entry is None:
-                entry = await self._store.get(self._keys.vm(vm_id))
+                entry = await self._commits.get(self._keys.vm(vm_id))
                 if entry is None:
                     return None
             rec = records.load(VmRecord, entry.value)
@@ -714,10 +694,12 @@ class Agent:
             if mutate is not None and not mutate(rec):
                 return None
             value = records.dump(rec)
-            ok, revision = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)])
-            if ok:
-                return Entry(entry.key, value, revision, entry.create_revision)
-            entry = None
+            outcome = await self._commits.txn(TxnItem([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)], reads_on_failure=[entry.key]))
+            if outcome.succeeded:
+                return Entry(entry.key, value, outcome.revision, entry.create_revision)
+            entry = outcome.reads[0]
+            if entry is None:
+                return None
 
     # --- the guest, for Exec --------------------------------------------------------------
 

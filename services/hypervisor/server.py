@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import config, serve, telemetry
+from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.store import EtcdStore
 from services.hypervisor.drivers.base import HypervisorDriver
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.exec_sessions import ExecSessions
+from services.hypervisor.host_group import HostGroup
 from services.hypervisor.image_cache import ImageCache
 from services.hypervisor.imagestore_client import ImagestoreClient
 from services.hypervisor.lifecycle import Agent, AgentConfig
@@ -46,6 +48,9 @@ class HypervisorAgentConfig:
     fake_vcpus: int = 16
     fake_memory_mib: int = 65536
     lease_ttl: int = 5
+    resync_interval: float = 0.0
+    """Seconds between full convergence passes over every host; 0: 5 s, plus 5 s per 1,000
+    simulated hosts beyond the first 1,000 (the watch handles changes as they come)."""
     cpu_allocation_ratio: float = 1.0
     domain_prefix: str = ""
     """libvirt domain names of this agent's VMs start with this (default wnodes-<host>-); the
@@ -69,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     p.add_argument("--fake-vcpus", type=int, default=16)
     p.add_argument("--fake-memory-mib", type=int, default=65536)
     p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--resync-interval", type=float, default=0.0,
+                   help="seconds between full convergence passes (default: 5, longer for thousands of simulated hosts)")
     p.add_argument("--cpu-allocation-ratio", type=float, default=1.0, help="vCPUs offered per physical CPU")
     p.add_argument("--domain-prefix", default=config.env("HYPERVISOR_DOMAIN_PREFIX", ""),
                    help="libvirt domain name prefix (default wnodes-<host>-); every domain with it is this agent's")
@@ -79,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     return HypervisorAgentConfig(
         host=a.host, driver=a.driver, listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root,
         imagestore=a.imagestore, state_dir=a.state_dir, libvirt_uri=a.libvirt_uri, simulate=a.simulate,
-        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root, domain_prefix=a.domain_prefix, cpu_allocation_ratio=a.cpu_allocation_ratio,
+        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, resync_interval=a.resync_interval, qemu_as_root=a.qemu_as_root, domain_prefix=a.domain_prefix, cpu_allocation_ratio=a.cpu_allocation_ratio,
     )
 
 
@@ -105,27 +112,30 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     cache = ImageCache(cfg.state_dir / "cache", imagestore) if imagestore and cfg.driver != "fake" else None
     names = [cfg.host] if cfg.simulate <= 1 else [f"{cfg.host}-{i:03d}" for i in range(cfg.simulate)]
     agents = []
+    commits = GroupCommit(store)  # the hosts' reads and writes of VM records leave together
     for name in names:
         run_dir = cfg.state_dir / "run" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         agent_cfg = AgentConfig(
             host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio
         )
-        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore))
+        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore, commits))
+    resync = cfg.resync_interval or 5.0 * max(1.0, len(agents) / 1000)
+    group = HostGroup(store, keys, agents, lease_ttl=cfg.lease_ttl, resync_interval=resync)
     sessions = ExecSessions()
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), server)
     await server.start()
-    for agent in agents:
-        await agent.start()
+    await group.start()
     await serve.set_serving(health)
     LOG.info("hypervisor agent serving %d host(s) on %s with the %s driver", len(agents), endpoint, cfg.driver)
     await stop.wait()
     LOG.info("hypervisor agent stopping (VMs keep running; a restarted agent adopts them)")
     await server.stop(grace=1)
     await sessions.close()
+    await group.stop()
     for agent in agents:
-        await agent.stop()
         await agent.driver.close()
+    await commits.close()
     if imagestore:
         await imagestore.close()
     await store.close()

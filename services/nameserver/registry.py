@@ -28,6 +28,7 @@ from services.common.errors import (
     WnodesError,
     error_from_dict,
 )
+from services.common.group_commit import GroupCommit
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
@@ -41,7 +42,7 @@ from services.common.records import (
     VmRecord,
     VmState,
 )
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
 from services.nameserver import power, validation
 from services.nameserver.host_cache import HostCache
 from services.nameserver.scheduling.host_state import PlacementRequest
@@ -95,6 +96,9 @@ class Registry:
         self._scheduler = scheduler
         self._hosts = hosts
         self._images = ImageCatalog(store, keys, cache_seconds=1.0)
+        self._commits = GroupCommit(store)
+        # Hosts this replica is placing a VM on right now: others are preferred meanwhile.
+        self._in_flight: dict[str, int] = {}
 
     # --- create ---------------------------------------------------------------------------
 
@@ -109,10 +113,14 @@ class Registry:
         validation.check_user_data(spec.user_data)
         ssh_keys = validation.check_ssh_public_keys(spec.ssh_public_keys)
         request_id = request_id or uuid.uuid4().hex
-        existing = await self._existing_request(request_id)
-        if existing:
-            return await self.get_operation(existing.name, principal)
-        image_record = await self._images.resolve(image, version, principal)
+        # No read of the request id first: the placement transaction compares its absence, and
+        # only a create that cannot go ahead (a retry, or a refusal) looks for an earlier one.
+        try:
+            image_record = await self._images.resolve(image, version, principal)
+        except WnodesError:
+            if existing := await self._existing_request(request_id):
+                return await self.get_operation(existing.name, principal)
+            raise
         vm_id = "vm-" + secrets.token_hex(5)
         vm = VmRecord(
             id=vm_id,
@@ -133,8 +141,13 @@ class Registry:
             trace_context=trace_context,
         )
         op = OperationRecord(id=uuid.uuid4().hex, kind="create", vm_id=vm_id)
-        placed = await self._place(vm, op)
-        if placed is not None:  # another replica won with the same request id
+        try:
+            placed = await self._place(vm, op)
+        except WnodesError:
+            if existing := await self._existing_request(request_id):
+                return await self.get_operation(existing.name, principal)
+            raise
+        if placed is not None:  # a retry, or another replica won with the same request id
             return await self.get_operation(placed.name, principal)
         LOG.info("placed %s (%s, %d vCPU, %d MiB) on %s", vm.name, vm.image_version, vm.vcpu_count, vm.memory_mib, vm.hypervisor)
         return OperationView(op, done=False, vm=vm)
@@ -149,12 +162,14 @@ class Registry:
         return records.load(OperationRecord, op_entry.value)
 
     async def _place(self, vm: VmRecord, op: OperationRecord) -> OperationRecord | None:
+        """Places the VM in one transaction (sent with others through group commit); returns
+        the operation of an earlier request with the same id instead, if there is one."""
         req = PlacementRequest(vm.vcpu_count, vm.memory_mib, vm.image_version, vm.pinned_hypervisor)
         for _attempt in range(PLACEMENT_ATTEMPTS):
-            ranked = self._scheduler.rank(self._hosts.states(), req)
+            ranked = self._scheduler.select(self._hosts.index, req, avoid=self._in_flight.keys())
             for host in ranked[:3]:
                 usage, entry = self._hosts.usage.get(host.name, (HostUsage(), None))
-                # The cache may have moved on since rank(): the fit must hold for exactly the
+                # The cache may have moved on since select(): the fit must hold for exactly the
                 # usage revision the transaction compares, or a host could be overbooked.
                 if not self._scheduler.fits(host.with_usage(usage.vcpus_used, usage.memory_mib_used), req):
                     continue
@@ -163,36 +178,50 @@ class Registry:
                 vm.hypervisor, vm.state = host.name, VmState.SCHEDULED
                 vm.state_message = f"placed on {host.name}"
                 vm.update_time = time.time()
-                ok, revision = await self._store.txn(
-                    [
-                        Compare.unchanged(entry, self._keys.usage(host.name)),
-                        Compare(self._keys.request(vm.request_id), 0),
-                        Compare(self._keys.mac_lease(vm.mac_address), 0),
-                        Compare(self._keys.hostname_lease(vm.hostname), 0),
-                    ],
-                    [
-                        Put(self._keys.usage(host.name), records.dump(usage)),
-                        Put(self._keys.vm(vm.id), records.dump(vm)),
-                        Put(self._keys.placement(host.name, vm.id), vm.id.encode()),
-                        Put(self._keys.request(vm.request_id), op.id.encode()),
-                        Put(self._keys.operation(op.id), records.dump(op)),
-                        Put(self._keys.mac_lease(vm.mac_address), vm.id.encode()),
-                        Put(self._keys.hostname_lease(vm.hostname), vm.id.encode()),
-                    ],
-                )
-                if ok:
-                    self._hosts.note_usage(host.name, usage, Entry(self._keys.usage(host.name), b"", revision, 0))
+                usage_key, request_key, mac_key = self._keys.usage(host.name), self._keys.request(vm.request_id), self._keys.mac_lease(vm.mac_address)
+                self._in_flight[host.name] = self._in_flight.get(host.name, 0) + 1
+                try:
+                    outcome = await self._commits.txn(TxnItem(
+                        [
+                            Compare.unchanged(entry, usage_key),
+                            Compare(request_key, 0),
+                            Compare(mac_key, 0),
+                            Compare(self._keys.hostname_lease(vm.hostname), 0),
+                        ],
+                        [
+                            Put(usage_key, records.dump(usage)),
+                            Put(self._keys.vm(vm.id), records.dump(vm)),
+                            Put(self._keys.placement(host.name, vm.id), vm.id.encode()),
+                            Put(request_key, op.id.encode()),
+                            Put(self._keys.operation(op.id), records.dump(op)),
+                            Put(mac_key, vm.id.encode()),
+                            Put(self._keys.hostname_lease(vm.hostname), vm.id.encode()),
+                        ],
+                        # why it failed, read in the same round trip
+                        reads_on_failure=[request_key, usage_key, mac_key],
+                    ))
+                finally:
+                    left = self._in_flight.pop(host.name) - 1
+                    if left:
+                        self._in_flight[host.name] = left
+                if outcome.succeeded:
+                    self._hosts.note_usage(host.name, usage, Entry(usage_key, b"", outcome.revision, 0))
                     return None
-                existing = await self._existing_request(vm.request_id)
-                if existing:
-                    return existing
-                fresh = await self._store.get(self._keys.usage(host.name))
+                request, fresh, mac = outcome.reads
+                if request is not None:
+                    return await self._operation_of(request)
                 if fresh is not None:
                     self._hosts.note_usage(host.name, records.load(HostUsage, fresh.value), fresh)
-                if await self._store.get(self._keys.mac_lease(vm.mac_address)):
+                if mac is not None:
                     vm.mac_address = _random_mac()
             await asyncio.sleep(0.005 * (1 + secrets.randbelow(10)))
         raise Unavailable("placement kept conflicting with concurrent requests; retry with the same request_id")
+
+    async def _operation_of(self, request: Entry) -> OperationRecord:
+        op_entry = await self._store.get(self._keys.operation(request.value.decode()))
+        if op_entry is None:
+            raise FailedPrecondition(f"request_id {request.key.rsplit('/', 1)[-1]} was used by an operation that has expired")
+        return records.load(OperationRecord, op_entry.value)
 
     # --- delete ---------------------------------------------------------------------------
 
