@@ -120,10 +120,8 @@ class Registry:
         # only a create that cannot go ahead (a retry, or a refusal) looks for an earlier one.
         try:
             image_record = await self._images.resolve(image, version, principal)
-        except WnodesError:
-            if existing := await self._existing_request(request_id):
-                return await self.get_operation(existing.name, principal)
-            raise
+        except WnodesError as exc:
+            return await self._earlier_or_raise(exc, request_id, principal)
         vm_id = "vm-" + secrets.token_hex(5)
         vm = VmRecord(
             id=vm_id,
@@ -146,14 +144,19 @@ class Registry:
         op = OperationRecord(id=uuid.uuid4().hex, kind="create", vm_id=vm_id)
         try:
             placed = await self._place(vm, op)
-        except WnodesError:
-            if existing := await self._existing_request(request_id):
-                return await self.get_operation(existing.name, principal)
-            raise
+        except WnodesError as exc:
+            return await self._earlier_or_raise(exc, request_id, principal)
         if placed is not None:  # a retry, or another replica won with the same request id
             return await self.get_operation(placed.name, principal)
         LOG.info("placed %s (%s, %d vCPU, %d MiB) on %s", vm.name, vm.image_version, vm.vcpu_count, vm.memory_mib, vm.hypervisor)
         return OperationView(op, done=False, vm=vm)
+
+    async def _earlier_or_raise(self, exc: WnodesError, request_id: str, principal: Principal) -> OperationView:
+        """A create that cannot go ahead may be the retry of one that did: answer with its
+        operation. Not when etcd is unavailable (the look-up would only wait as long again)."""
+        if not isinstance(exc, Unavailable) and (existing := await self._existing_request(request_id)):
+            return await self.get_operation(existing.name, principal)
+        raise exc
 
     async def _existing_request(self, request_id: str) -> OperationRecord | None:
         entry = await self._store.get(self._keys.request(request_id))
