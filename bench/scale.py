@@ -78,6 +78,22 @@ def _self_cpu() -> float:
 # --- etcd's own view ----------------------------------------------------------------------
 
 
+def etcd_compact(state: StackState) -> dict[str, float]:
+    """Compacts etcd's history up to now and defragments every member (what a site's periodic
+    compaction and maintenance reach), then reports the database size again."""
+    out = subprocess.run(["etcdctl", "--endpoints", state.etcd_endpoints[0], "endpoint", "status", "-w", "json"],
+                         capture_output=True, text=True, env=ETCDCTL_ENV, timeout=30)
+    try:
+        revision = json.loads(out.stdout)[0]["Status"]["header"]["revision"]
+    except (ValueError, LookupError):
+        return {"db_mib": float("nan"), "db_in_use_mib": float("nan")}
+    subprocess.run(["etcdctl", "--endpoints", state.etcd_endpoints[0], "compact", str(revision), "--physical"],
+                   capture_output=True, env=ETCDCTL_ENV, timeout=300)
+    for endpoint in state.etcd_endpoints:
+        subprocess.run(["etcdctl", "--endpoints", endpoint, "--command-timeout=300s", "defrag"], capture_output=True, env=ETCDCTL_ENV, timeout=320)
+    return etcd_status(state)
+
+
 def etcd_status(state: StackState) -> dict[str, float]:
     """Database size (allocated and in use) of the largest member, in MiB."""
     out = subprocess.run(
@@ -149,7 +165,7 @@ async def _closed_loop(gateway: str, total: int, concurrency: int, owner: Callab
                     await stub.CreateVirtualMachine(_request(), metadata=meta, timeout=60)
                     latencies.append(time.perf_counter() - t)
                 except grpc.aio.AioRpcError as err:
-                    errors[err.code().name] = errors.get(err.code().name, 0) + 1
+                    _count_error(errors, err)
 
         cpu0, start = _self_cpu(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -173,7 +189,7 @@ async def _open_loop(gateway: str, rate: float, seconds: float, owner: Principal
                 await stub.CreateVirtualMachine(_request(), metadata=meta, timeout=60)
                 latencies.append(time.perf_counter() - due)
             except grpc.aio.AioRpcError as err:
-                errors[err.code().name] = errors.get(err.code().name, 0) + 1
+                _count_error(errors, err)
 
         cpu0, start = _self_cpu(), time.perf_counter()
         tasks = []
@@ -189,6 +205,11 @@ async def _open_loop(gateway: str, rate: float, seconds: float, owner: Principal
     out = _summary(latencies, errors, elapsed, cpu)
     out["offered_per_s"] = rate
     return out
+
+
+def _count_error(errors: dict[str, int], err: grpc.aio.AioRpcError) -> None:
+    what = f"{err.code().name}: {(err.details() or '')[:60]}"
+    errors[what] = errors.get(what, 0) + 1
 
 
 def _summary(latencies: list[float], errors: dict[str, int], elapsed: float, client_cpu: float) -> dict[str, Any]:
@@ -418,9 +439,20 @@ def run(
         results["etcd_full"] = etcd_status(state)
         results["etcd_keys"] = etcd_metrics(state)["keys"]
         results["load_average_at_end"] = os.getloadavg()
+        results["etcd_compacted"] = etcd_compact(state)
     finally:
+        _keep_logs(state, workdir)
         stack.down()
     return results
+
+
+def _keep_logs(state: StackState, workdir: Path) -> None:
+    """The stack's logs outlive the run (its directory is temporary) in bench/results/."""
+    import shutil
+
+    target = Path(__file__).resolve().parent / "results" / "scale-logs"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(state.dir) / "logs", target, dirs_exist_ok=True)
 
 
 def rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -466,4 +498,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     out.append(("scale: etcd DB size, full registry", f"{s['etcd_full']['db_mib']:.0f} MiB", "empty registry",
                 f"{s['etcd_empty']['db_mib']:.0f} MiB", ratio(s["etcd_full"]["db_mib"], s["etcd_empty"]["db_mib"])))
     out.append(("scale: etcd DB in use, full registry", f"{s['etcd_full']['db_in_use_mib']:.0f} MiB", "keys", f"{s['etcd_keys']:.0f}", ""))
+    if "etcd_compacted" in s:
+        out.append(("scale: etcd DB after compaction + defrag", f"{s['etcd_compacted']['db_mib']:.0f} MiB", "before",
+                    f"{s['etcd_full']['db_mib']:.0f} MiB", ratio(s["etcd_compacted"]["db_mib"], s["etcd_full"]["db_mib"])))
     return out

@@ -100,8 +100,13 @@ class LeaseGroup:
             await self._store.txn_many([TxnItem([], [Put(k, v(), lease=self.lease) for k, v in chunk])])
 
     async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(max(0.5, self._ttl / 3))
+            interval = max(0.5, self._ttl / 3)
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            if loop.time() - due > self._ttl / 3:
+                LOG.warning("event loop %.1fs late for the keepalive of %d records (lease TTL %ds)", loop.time() - due, len(self._values), self._ttl)
             try:
                 if not await self._store.keep_alive_once(self.lease):
                     LOG.warning("lease of %d records expired; registering them again", len(self._values))

@@ -32,6 +32,7 @@ from services.hypervisor.lifecycle import Agent
 LOG = logging.getLogger(__name__)
 
 PAGE = 5000
+YIELD_EVERY = 20
 
 
 class HostGroup:
@@ -137,8 +138,13 @@ class HostGroup:
                 break
             after = entries[-1].key
         self._dirty.difference_update(wanted)  # this pass serves them too
-        for host, placed in wanted.items():
+        for i, (host, placed) in enumerate(wanted.items()):
             await self._converge(host, placed)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                # A host's pass awaits nothing that blocks (the fake driver answers at once):
+                # without this, 10,000 of them would hold the event loop for seconds and starve
+                # the lease keepalive (the lease of every host then expires at once).
+                await asyncio.sleep(0)
         self.passes += 1
 
     async def _host_passes(self) -> None:
@@ -146,6 +152,7 @@ class HostGroup:
             await self._some_dirty.wait()
             self._some_dirty.clear()
             while self._dirty:
+                await asyncio.sleep(0)  # as in _converge_all: never hold the loop for long
                 host = self._dirty.pop()
                 try:
                     entries, _ = await self._store.get_prefix(self._keys.placements(host))

@@ -15,10 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.common import records
+from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import NameserverRecord, OperationRecord, VmRecord, VmState
 from services.common.registration import Registration
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
 from services.nameserver.host_cache import HostCache
 
 LOG = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Reconciler:
         self._steps_per_sweep = max(1.0, sweep_seconds / max(step_interval, 0.1))
         # dead host -> mod_revision of the usage record whose VMs were marked UNKNOWN
         self._marked: dict[str, int] = {}
+        self._commits = GroupCommit(store)
         self._vm_sweep = _Sweep(keys.vm())
         self._op_sweep = _Sweep(keys.operation())
 
@@ -142,18 +144,19 @@ class Reconciler:
             if record is not None:
                 continue
             vm_entries = await self._store.get_many([self._keys.vm(vm_id) for vm_id in usage.vms])
-            for e in vm_entries:
-                if e is None:
-                    continue
-                vm = records.load(VmRecord, e.value)
-                if vm.hypervisor != name or vm.state not in (VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE):
-                    continue
-                vm.state_message = f"hypervisor {vm.hypervisor} stopped reporting (was {vm.state})"
-                vm.state, vm.update_time = VmState.UNKNOWN, time.time()
-                ok, _ = await self._store.txn([Compare(e.key, e.mod_revision)], [Put(e.key, records.dump(vm))])
-                if ok:
-                    LOG.warning("%s is UNKNOWN: %s", vm.name, vm.state_message)
+            # A whole agent process can die (thousands of hosts): its VMs are marked together.
+            await asyncio.gather(*(self._mark_unknown(name, e) for e in vm_entries if e is not None))
             self._marked[name] = entry.mod_revision
+
+    async def _mark_unknown(self, host: str, e: Entry) -> None:
+        vm = records.load(VmRecord, e.value)
+        if vm.hypervisor != host or vm.state not in (VmState.SCHEDULED, VmState.STARTING, VmState.ACTIVE):
+            return
+        vm.state_message = f"hypervisor {vm.hypervisor} stopped reporting (was {vm.state})"
+        vm.state, vm.update_time = VmState.UNKNOWN, time.time()
+        outcome = await self._commits.txn(TxnItem([Compare(e.key, e.mod_revision)], [Put(e.key, records.dump(vm))]))
+        if outcome.succeeded:
+            LOG.warning("%s is UNKNOWN: %s", vm.name, vm.state_message)
 
     async def _expire_vms(self) -> None:
         for e in await self._vm_sweep.next_page(self._store, self._steps_per_sweep):
