@@ -103,6 +103,7 @@ def _as_entry(kv: object) -> Entry:
 
 class EtcdStore:
     def __init__(self, endpoints: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.endpoints = list(endpoints)
         self._client = Etcd3Client(list(endpoints), rpc_max_attempts=2, watch_max_reconnect_backoff_seconds=1.0)
         self._timeout = timeout
         self._connected = False

@@ -231,7 +231,7 @@ class Agent:
             tracked.placement = placement
         if tracked.task is None or tracked.task.done():
             tracked.dirty = False
-            tracked.task = asyncio.create_task(self._handle(vm_id))
+            tracked.task = asyncio.create_task(self._handle_logged(vm_id))
             tracked.task.add_done_callback(lambda _t: self._after(vm_id))
         else:
             tracked.dirty = True
@@ -248,6 +248,15 @@ class Agent:
         if placement == DELETE_MARK and tracked is not None and tracked.task is not None and not tracked.task.done():
             tracked.task.cancel()
         self._ensure(vm_id, placement)
+
+    async def _handle_logged(self, vm_id: str) -> None:
+        try:
+            await self._handle(vm_id)
+        except WnodesError as exc:  # etcd unavailable or slow: the next pass tries again
+            LOG.warning("hypervisor %s: handling virtualMachines/%s failed (%s); the next pass retries", self.cfg.host, vm_id, exc.message)
+            tracked = self._tracked.get(vm_id)
+            if tracked is not None:
+                tracked.steady = None
 
     async def _handle(self, vm_id: str) -> None:
         """Brings one VM to what its record asks for."""
