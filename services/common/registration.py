@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -59,9 +60,12 @@ class LeaseKeeper:
         interval = max(0.5, self._ttl / 3)
         i = 0
         channel = grpc.insecure_channel(self._endpoints[0])
+        last = time.monotonic()
         try:
             while not self._stop.wait(interval):
                 lease = self._lease
+                if time.monotonic() - last > self._ttl / 2:
+                    LOG.warning("lease %x: %.1fs since its last renewal (TTL %ds)", lease, time.monotonic() - last, self._ttl)
                 try:
                     alive = self._renew(channel, lease, timeout=interval)
                 except grpc.RpcError as exc:  # this member is gone or slow: try the next one
@@ -72,11 +76,13 @@ class LeaseKeeper:
                     continue
                 if alive:
                     self.renewals += 1
+                    last = time.monotonic()
                 elif lease == self._lease and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._on_expired)
                     # wait for the loop to grant a new lease (renew_as) before trying again
                     while lease == self._lease and not self._stop.wait(0.1):
                         pass
+                    last = time.monotonic()
         finally:
             channel.close()
 

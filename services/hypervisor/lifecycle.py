@@ -72,10 +72,6 @@ class AgentConfig:
     """Where the gateway reaches this agent's gRPC API."""
     run_dir: Path
     """Per-VM files (overlays, sockets, console logs) live in run_dir/<vm id>/."""
-    lease_ttl: int = 5
-    """Seconds after the agent's death at which its hypervisor record disappears."""
-    resync_interval: float = 5.0
-    """Seconds between full reconciliations (on top of the watch)."""
     ready_timeout: float = 180.0
     """Seconds a guest has to signal readiness before the VM is FAILED."""
     cpu_allocation_ratio: float = 1.0
@@ -381,7 +377,10 @@ class Agent:
         cached = await self._cache.ensure(image) if self._cache else None
         if self._record is not None and vm.image_version not in self._record.cached_images:
             self._record.cached_images = sorted({*self._record.cached_images, vm.image_version})
-            await self.publish()
+            try:
+                await self.publish()
+            except WnodesError as exc:  # only a scheduling hint: the VM boots anyway
+                LOG.warning("hypervisor %s: publishing its cached images failed: %s", self.cfg.host, exc.message)
         return cached
 
     async def _define_and_start(self, vm: VmRecord, image: CachedImage | None, endpoint: str) -> str:

@@ -47,7 +47,10 @@ class HypervisorAgentConfig:
     simulate: int = 1
     fake_vcpus: int = 16
     fake_memory_mib: int = 65536
-    lease_ttl: int = 5
+    lease_ttl: int = 0
+    """Seconds after the agent's death at which its hosts' records disappear; 0: 5 s, or 30 s
+    for more than 1,000 simulated hosts (losing their one lease marks every VM of every host
+    UNKNOWN: on a starved machine a short TTL turns a slow etcd into that storm)."""
     resync_interval: float = 0.0
     """Seconds between full convergence passes over every host; 0: 5 s, plus 5 s per 1,000
     simulated hosts beyond the first 1,000 (the watch handles changes as they come)."""
@@ -73,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     p.add_argument("--simulate", type=int, default=1, help="with --driver fake: how many hosts to simulate")
     p.add_argument("--fake-vcpus", type=int, default=16)
     p.add_argument("--fake-memory-mib", type=int, default=65536)
-    p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--lease-ttl", type=int, default=0, help="seconds (default: 5; 30 for more than 1,000 simulated hosts)")
     p.add_argument("--resync-interval", type=float, default=0.0,
                    help="seconds between full convergence passes (default: 5, longer for thousands of simulated hosts)")
     p.add_argument("--cpu-allocation-ratio", type=float, default=1.0, help="vCPUs offered per physical CPU")
@@ -117,11 +120,12 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
         run_dir = cfg.state_dir / "run" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         agent_cfg = AgentConfig(
-            host=name, endpoint=endpoint, run_dir=run_dir, lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio
+            host=name, endpoint=endpoint, run_dir=run_dir, cpu_allocation_ratio=cfg.cpu_allocation_ratio
         )
         agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore, commits))
     resync = cfg.resync_interval or 5.0 * max(1.0, len(agents) / 1000)
-    group = HostGroup(store, keys, agents, lease_ttl=cfg.lease_ttl, resync_interval=resync)
+    lease_ttl = cfg.lease_ttl or (30 if len(agents) > 1000 else 5)
+    group = HostGroup(store, keys, agents, lease_ttl=lease_ttl, resync_interval=resync)
     sessions = ExecSessions()
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), server)
     await server.start()

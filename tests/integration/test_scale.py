@@ -174,7 +174,7 @@ async def test_hosts_of_a_process_share_one_lease_and_one_watch_and_boot_their_v
     # Prepare: 40 simulated hosts in one HostGroup, one replica
     await add_image(store, keys)
     agents = [
-        Agent(AgentConfig(host=f"sim-{i:03d}", endpoint="", run_dir=tmp_path / f"sim-{i:03d}", lease_ttl=2), store, keys,
+        Agent(AgentConfig(host=f"sim-{i:03d}", endpoint="", run_dir=tmp_path / f"sim-{i:03d}"), store, keys,
               FakeDriver(vcpu_count=4, memory_mib=8192), None)
         for i in range(40)
     ]
