@@ -138,15 +138,24 @@ class EtcdStore:
             resp = await self._client.kv.get(key)  # type: ignore[union-attr]
         return _as_entry(resp.kvs[0]) if resp.kvs else None
 
-    async def get_prefix(self, prefix: str, *, start_after: str = "", limit: int = 0, keys_only: bool = False) -> tuple[list[Entry], int]:
-        """Entries under prefix in key order, and the store revision they were read at."""
-        start = (start_after + "\0") if start_after else prefix
+    async def get_prefix(
+        self, prefix: str, *, start_after: str = "", start_at: str = "", end: str = "", limit: int = 0, keys_only: bool = False
+    ) -> tuple[list[Entry], int]:
+        """Entries under prefix in key order (after start_after, or from start_at; before end
+        if given), and the store revision they were read at.
+
+        No sort is asked for: etcd returns a range in key order anyway, and etcd 3.4 reads the
+        whole range to sort it before applying the limit (a page of 100 over 100,000 keys:
+        560 ms sorted, 76 ms not). It still walks its index over the whole range, so callers
+        paging through a very large prefix bound the range with ``end`` (registry.py slices
+        the VM key space)."""
+        start = (start_after + "\0") if start_after else (start_at or prefix)
         async with self._call("range"):
             resp = await self._client.kv.get(  # type: ignore[union-attr]
                 start,
-                range_end=prefix_range_end(prefix.encode()),
+                range_end=end.encode() if end else prefix_range_end(prefix.encode()),
                 limit=limit,
-                sort_order=SortOrder.ASCEND,
+                sort_order=SortOrder.NONE,
                 sort_target=SortTarget.KEY,
                 keys_only=keys_only,
             )

@@ -53,6 +53,10 @@ class HostCache:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
+    def vm_count(self) -> int:
+        """VMs holding resources on some host (as the usage records say)."""
+        return sum(len(usage.vms) for usage, _ in self.usage.values())
+
     def states(self) -> list[HostState]:
         return self.index.states()
 

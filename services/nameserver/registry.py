@@ -52,6 +52,8 @@ from services.nameserver.scheduling.scheduler import Scheduler
 LOG = logging.getLogger(__name__)
 
 PLACEMENT_ATTEMPTS = 8
+# Prefix of the ids of create operations, which are not stored (see _create_operation).
+CREATE_OPERATION = "create-"
 # Records a user's list examines per call at most (it skips others' VMs without decoding them).
 LIST_SCAN_BUDGET = 5000
 
@@ -141,7 +143,7 @@ class Registry:
             request_id=request_id,
             trace_context=trace_context,
         )
-        op = OperationRecord(id=uuid.uuid4().hex, kind="create", vm_id=vm_id)
+        op = _create_operation(vm_id)
         try:
             placed = await self._place(vm, op)
         except WnodesError as exc:
@@ -160,12 +162,7 @@ class Registry:
 
     async def _existing_request(self, request_id: str) -> OperationRecord | None:
         entry = await self._store.get(self._keys.request(request_id))
-        if entry is None:
-            return None
-        op_entry = await self._store.get(self._keys.operation(entry.value.decode()))
-        if op_entry is None:
-            raise FailedPrecondition(f"request_id {request_id} was used by an operation that has expired")
-        return records.load(OperationRecord, op_entry.value)
+        return None if entry is None else await self._operation_of(entry)
 
     async def _place(self, vm: VmRecord, op: OperationRecord) -> OperationRecord | None:
         """Places the VM in one transaction (sent with others through group commit); returns
@@ -199,12 +196,11 @@ class Registry:
                             Put(self._keys.vm(vm.id), records.dump(vm)),
                             Put(self._keys.placement(host.name, vm.id), vm.id.encode()),
                             Put(request_key, op.id.encode()),
-                            Put(self._keys.operation(op.id), records.dump(op)),
                             Put(mac_key, vm.id.encode()),
                             Put(self._keys.hostname_lease(vm.hostname), vm.id.encode()),
                         ],
                         # why it failed, read in the same round trip
-                        reads_on_failure=[request_key, usage_key, mac_key],
+                        reads_on_failure=[request_key, usage_key, mac_key, self._keys.hostname_lease(vm.hostname)],
                     ))
                 finally:
                     left = self._in_flight.pop(host.name) - 1
@@ -213,21 +209,25 @@ class Registry:
                 if outcome.succeeded:
                     self._hosts.note_usage(host.name, usage, Entry(usage_key, b"", outcome.revision, 0))
                     return None
-                request, fresh, mac = outcome.reads
+                request, fresh, mac, hostname = outcome.reads
                 if request is not None:
                     return await self._operation_of(request)
                 if fresh is not None:
                     self._hosts.note_usage(host.name, records.load(HostUsage, fresh.value), fresh)
                 if mac is not None:
                     vm.mac_address = _random_mac()
+                if hostname is not None:  # another VM has this id (40 random bits): take another
+                    vm.id = "vm-" + secrets.token_hex(5)
+                    vm.hostname = f"vwn-{vm.id[3:]}"
+                    op.id, op.vm_id = CREATE_OPERATION + vm.id, vm.id
             await asyncio.sleep(0.005 * (1 + secrets.randbelow(10)))
         raise Unavailable("placement kept conflicting with concurrent requests; retry with the same request_id")
 
     async def _operation_of(self, request: Entry) -> OperationRecord:
-        op_entry = await self._store.get(self._keys.operation(request.value.decode()))
-        if op_entry is None:
+        op = await self._load_operation(request.value.decode())
+        if op is None:
             raise FailedPrecondition(f"request_id {request.key.rsplit('/', 1)[-1]} was used by an operation that has expired")
-        return records.load(OperationRecord, op_entry.value)
+        return op
 
     # --- delete ---------------------------------------------------------------------------
 
@@ -379,6 +379,8 @@ class Registry:
         return OperationView(op, False, vm)
 
     async def _load_operation(self, op_id: str) -> OperationRecord | None:
+        if op_id.startswith(CREATE_OPERATION):
+            return _create_operation(op_id.removeprefix(CREATE_OPERATION))
         entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
         return records.load(OperationRecord, entry.value) if entry else None
 
@@ -432,14 +434,19 @@ class Registry:
         prefix = self._keys.vm()
         _check_token(start_after, prefix)
         needle = None if principal.is_admin else _owner_needle(principal)
+        # etcd 3.4 walks its whole index range even for a limited read: read the VM key space
+        # a slice at a time (ids are random hex), slices sized to hold about a page.
+        depth = _slice_depth(self._hosts.vm_count(), page_size if needle is None else 1000)
         out: list[VmRecord] = []
         examined = 0
+        start_at = last = ""
         while True:
             limit = page_size - len(out) if needle is None else min(1000, LIST_SCAN_BUDGET - examined)
-            entries, _ = await self._store.get_prefix(prefix, start_after=start_after, limit=limit)
+            end = _slice_end(prefix, start_after or start_at, depth)
+            entries, _ = await self._store.get_prefix(prefix, start_after=start_after, start_at=start_at, end=end, limit=limit)
             for e in entries:
                 examined += 1
-                start_after = e.key
+                start_after = last = e.key
                 if needle is not None and needle not in e.value:
                     continue
                 vm = records.load(VmRecord, e.value)
@@ -447,11 +454,13 @@ class Registry:
                 if _may_see(vm, principal):
                     out.append(vm)
                     if len(out) == page_size:
-                        return out, _encode_token(start_after)
+                        return out, _encode_token(last)
             if len(entries) < limit:
-                return out, ""
+                if not end:
+                    return out, ""
+                start_at, start_after = end, ""  # on to the next slice
             if examined >= LIST_SCAN_BUDGET:
-                return out, _encode_token(start_after)
+                return out, _encode_token(last)
 
     async def _list_vms_on(self, host: str, principal: Principal, page_size: int, start_after: str) -> tuple[list[VmRecord], str]:
         prefix = self._keys.placements(host)
@@ -476,10 +485,9 @@ class Registry:
 
     async def get_operation(self, op_name: str, principal: Principal) -> OperationView:
         op_id = parse_resource_id(op_name, "operations") if "/" in op_name else op_name
-        entry = await self._store.get(self._keys.operation(op_id))
-        if entry is None:
+        op = await self._load_operation(op_id)
+        if op is None:
             raise NotFound(f"operations/{op_id} does not exist")
-        op = records.load(OperationRecord, entry.value)
         vm_entry = await self._store.get(self._keys.vm(op.vm_id))
         vm = records.load(VmRecord, vm_entry.value) if vm_entry else None
         owner_hidden = op.owner_user and not (principal.is_admin or (op.owner_user, op.owner_vo) == (principal.user, principal.vo))
@@ -559,6 +567,12 @@ class Registry:
         return out
 
 
+def _create_operation(vm_id: str) -> OperationRecord:
+    """A create's operation is named after its VM and stored nowhere: like every operation it
+    is derived from the VM's record, and it has nothing else to hold (one write less per create)."""
+    return OperationRecord(id=CREATE_OPERATION + vm_id, kind="create", vm_id=vm_id)
+
+
 def _operation(kind: str, vm_id: str, principal: Principal, *, generation: int = 0, target: str = "") -> OperationRecord:
     return OperationRecord(
         id=uuid.uuid4().hex, kind=kind, vm_id=vm_id, generation=generation, target=target,
@@ -592,6 +606,26 @@ def _owner_needle(principal: Principal) -> bytes:
     """The bytes every record of this owner's VMs contains (records.dump writes owner_user
     then owner_vo, compact JSON), so that others' VMs are skipped without being decoded."""
     return f'"owner_user":{json.dumps(principal.user)},"owner_vo":{json.dumps(principal.vo)}'.encode()
+
+
+def _slice_depth(count: int, page: int) -> int:
+    """Hex digits of a VM id that name a slice holding about a page or more (0: no slicing)."""
+    depth = 0
+    while depth < 4 and count >= page * 16 ** (depth + 1):
+        depth += 1
+    return depth
+
+
+def _slice_end(prefix: str, key: str, depth: int) -> str:
+    """The end (exclusive) of the slice of VM keys that key falls in; "" for the last one."""
+    if depth == 0:
+        return ""
+    digits = key[len(prefix) + 3 : len(prefix) + 3 + depth] if key.startswith(prefix + "vm-") else ""
+    try:
+        n = int(digits.ljust(depth, "0"), 16) + 1 if digits else 1
+    except ValueError:
+        return ""  # not a hex id: read on to the end
+    return "" if n >= 16**depth else f"{prefix}vm-{n:0{depth}x}"
 
 
 def _check_token(start_after: str, prefix: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from deploy.stack import etcd_cluster, processes
 from services.common import records
-from services.common.errors import NoCapacity
+from services.common.errors import NoCapacity, NotFound
 from services.common.group_commit import GroupCommit
 from services.common.identity import Principal
 from services.common.keys import Keys
@@ -155,6 +155,11 @@ async def test_three_sampling_replicas_never_overbook_and_stay_idempotent(store:
     placed = [op for op in first if op]
     assert len(placed) == 600, "every core used, none twice"
     assert [a for a, f in zip(again, first, strict=True) if f] == placed, "a retry returns the first operation"
+    assert all(op.startswith("create-vm-") for op in placed) and await store.count_prefix(keys.operation()) == 0, "creates store no operation"
+    view = await replicas[0][0].get_operation(f"operations/{placed[0]}", ALICE)
+    assert view.op.kind == "create" and view.vm is not None and not view.done
+    with pytest.raises(NotFound):
+        await replicas[0][0].get_operation(f"operations/{placed[0]}", BOB)
     vms = [records.load(VmRecord, e.value) for e in (await store.get_prefix(keys.vm()))[0]]
     assert len(vms) == 600 and len({v.request_id for v in vms}) == 600
     usage = {e.key.rsplit("/", 1)[-1]: records.load(HostUsage, e.value) for e in (await store.get_prefix(keys.usage()))[0]}
@@ -303,6 +308,8 @@ async def test_lists_are_bounded_per_call_and_complete_over_pages(store: EtcdSto
     assert len(alice) == 7 == len(set(alice)) and calls >= 127 // 25
     admin, _ = await walk(ADMIN, 50)
     assert len(admin) == 127 == len(set(admin))
+    sliced, _ = await walk(ADMIN, 5)  # 127 VMs, pages of 5: read a sixteenth of the key space at a time
+    assert sliced == admin == sorted(admin)
     host = (await registry.list_hypervisors())[0].name
     on_host, _ = await walk(ADMIN, 7, f"hypervisors/{host}")
     expected = [e.key.rsplit("/", 1)[-1] for e in (await store.get_prefix(keys.placements(host)))[0]]

@@ -117,3 +117,21 @@ def test_owner_needle_matches_the_stored_record() -> None:
     vm = VmRecord("vm-1", "images/tiny", "images/tiny/versions/1", 1, 128, 'al"ice', "atl\\as")
     assert _owner_needle(Principal('al"ice', "atl\\as")) in dump(vm)
     assert _owner_needle(Principal("alice", "atlas")) not in dump(vm)
+
+
+def test_vm_key_slices_are_contiguous_and_cover_every_id() -> None:
+    from services.nameserver.registry import _slice_depth, _slice_end
+
+    # Prepare
+    prefix = "/r/vms/"
+    assert _slice_depth(1000, 100) == 0 and _slice_depth(100_000, 100) == 2 and _slice_depth(100_000, 1000) == 1
+    # Execute: walk the slices of depth 2 from the start of the prefix
+    ends, key = [], ""
+    while (end := _slice_end(prefix, key, 2)) != "":
+        ends.append(end)
+        key = end
+    # Assert: 255 boundaries in order, the last slice open-ended; any id lies before its slice's end
+    assert len(ends) == 255 and ends == sorted(ends) and ends[0] == "/r/vms/vm-01"
+    for ident in ("vm-00aa", "vm-3a4f5e", "vm-ff01", "vm-zz", "other"):
+        end = _slice_end(prefix, prefix + ident, 2)
+        assert end == "" or prefix + ident < end
