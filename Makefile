@@ -94,5 +94,5 @@ run: setup ## Bring the stack up, show VMs doing work, keep it up until Ctrl-C
 	@$(PY) -m deploy.demo
 
 .PHONY: bench
-bench: setup ## Benchmarks: time to job vs direct QEMU/libvirt, placement throughput, memory
+bench: setup ## Benchmarks: time to job vs direct QEMU/libvirt, placement throughput, memory, scale (1,000 hosts)
 	@$(PY) -m bench.run

@@ -1,7 +1,8 @@
 """`make bench`: every figure of the project in one table, each next to a baseline measured in
 the same run, with the ratio. Also written as JSON (bench/results/bench.json).
 
-    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi|failover|images]
+    python -m bench.run [--runs N] [--creates N] [--only time_to_job|placement|batch|occi|failover|images|scale]
+    python -m bench.run --only scale --hosts 10000 --vms 100000     # the full scale simulation
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import batch, failover, images, occi, placement, time_to_job
+from bench import batch, failover, images, occi, placement, scale, time_to_job
 from deploy.stack.stack import DEFAULT_IMAGES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,15 +84,22 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         for name, idle in p["rss_idle_mib"].items():
             loaded = p["rss_loaded_mib"][name]
             rows.append((f"RSS {name} under load", f"{loaded:.0f} MiB", "idle", f"{idle:.0f} MiB", f"{loaded / idle:.2f}" if idle else ""))
+    if "scale" in results:
+        rows += scale.rows(results["scale"])
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0] if __doc__ else "")
     ap.add_argument("--runs", type=int, default=10, help="VM boots per method for time to job")
-    ap.add_argument("--creates", type=int, default=2000, help="creates for the placement benchmark")
-    ap.add_argument("--hosts", type=int, default=100)
-    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi", "failover", "images"])
+    ap.add_argument("--creates", type=int, default=2000, help="creates per measured burst (placement, scale)")
+    ap.add_argument("--hosts", type=int, default=None, help="simulated hosts (placement: 100, scale: 1000)")
+    ap.add_argument("--vms", type=int, default=10000, help="scale: VMs in the registry before measuring")
+    ap.add_argument("--concurrency", type=int, default=32, help="scale: requests in flight in the closed loop")
+    ap.add_argument("--rate", type=float, default=500.0, help="scale: offered creates/s in the open loop")
+    ap.add_argument("--fill-via", choices=["gateway", "registry"], default="gateway",
+                    help="scale: fill through the gateway, or through the Registry code in-process (no gRPC hops)")
+    ap.add_argument("--only", choices=["time_to_job", "placement", "batch", "occi", "failover", "images", "scale"])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = ap.parse_args(argv)
     console = Console(width=150)
@@ -114,8 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             console.print("[bold]failover[/bold]: SIGKILL a nameserver replica under a stream of creates, three times")
             results["failover"] = failover.run(work)
         if args.only in (None, "placement"):
-            console.print(f"[bold]placement[/bold]: {args.creates} creates over {args.hosts} simulated hosts")
-            results["placement"] = placement.run(work, args.hosts, args.creates)
+            hosts = args.hosts or 100
+            console.print(f"[bold]placement[/bold]: {args.creates} creates over {hosts} simulated hosts")
+            results["placement"] = placement.run(work, hosts, args.creates)
+        if args.only in (None, "scale"):
+            hosts = args.hosts or 1000
+            console.print(f"[bold]scale[/bold]: {hosts} simulated hosts, {args.vms} VMs, then {args.creates} creates")
+            results["scale"] = scale.run(work, hosts, args.vms, args.creates, args.concurrency, args.rate, args.fill_via,
+                                         progress=lambda m: console.print(f"  {m}"))
     table = Table(title="WNoDeS benchmark (ratio = value / baseline, same run)")
     for col in ("figure", "value", "baseline", "baseline value", "ratio"):
         table.add_column(col)
@@ -124,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
+    if "scale" in results:  # kept per size, so runs at several sizes sit side by side
+        s = results["scale"]
+        (RESULTS / f"scale-{s['hosts']}-{s['vms']}.json").write_text(json.dumps(s, indent=2))
     console.print(f"JSON: {RESULTS / 'bench.json'}")
     return 0
 

@@ -189,7 +189,8 @@ class Stack:
                                 ",".join(nameservers), "--imagestore", imagestore, "--occi-listen", f"127.0.0.1:{occi_port}",
                                 "--occi-users", str(users_file)), str(logs / "gateway.log"), gateway))
         progress(f"hypervisor agent ({driver}, {hypervisors if driver == 'fake' else 1} host(s)) and gateway: starting")
-        self._start_and_wait([p for p in state.procs if p.kind in ("hypervisor", "gateway")])
+        # Thousands of simulated hosts take a while to register: the waits grow with their number.
+        self._start_and_wait([p for p in state.procs if p.kind in ("hypervisor", "gateway")], timeout=60 + hypervisors / 50)
         state.save()
         progress("registering images")
         state.images = self._register_images(state, images_dir, driver, progress)
@@ -289,7 +290,8 @@ class Stack:
 
     def _wait_hosts(self, state: StackState, count: int) -> None:
         with self._client(state) as client:
-            processes.wait_until(lambda: sum(h.state == 1 for h in client.list_hypervisors()) >= count, 30, f"{count} hypervisor(s)")
+            processes.wait_until(lambda: sum(h.state == 1 for h in client.list_hypervisors()) >= count, 30 + count / 50,
+                                 f"{count} hypervisor(s)")
 
     # --- status / env ---------------------------------------------------------------------
 

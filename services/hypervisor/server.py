@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import config, serve, telemetry
+from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import ImageRecord
 from services.common.store import EtcdStore
 from services.hypervisor.drivers.base import HypervisorDriver
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.exec_sessions import ExecSessions
+from services.hypervisor.host_group import HostGroup
 from services.hypervisor.image_cache import ImageCache
 from services.hypervisor.image_updates import ImageUpdater
 from services.hypervisor.imagestore_client import ImagestoreClient
@@ -47,7 +49,13 @@ class HypervisorAgentConfig:
     simulate: int = 1
     fake_vcpus: int = 16
     fake_memory_mib: int = 65536
-    lease_ttl: int = 5
+    lease_ttl: int = 0
+    """Seconds after the agent's death at which its hosts' records disappear; 0: 5 s, or 30 s
+    for more than 1,000 simulated hosts (losing their one lease marks every VM of every host
+    UNKNOWN: on a starved machine a short TTL turns a slow etcd into that storm)."""
+    resync_interval: float = 0.0
+    """Seconds between full convergence passes over every host; 0: 5 s, plus 5 s per 1,000
+    simulated hosts beyond the first 1,000 (the watch handles changes as they come)."""
     cpu_allocation_ratio: float = 1.0
     domain_prefix: str = ""
     """libvirt domain names of this agent's VMs start with this (default wnodes-<host>-); the
@@ -76,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     p.add_argument("--simulate", type=int, default=1, help="with --driver fake: how many hosts to simulate")
     p.add_argument("--fake-vcpus", type=int, default=16)
     p.add_argument("--fake-memory-mib", type=int, default=65536)
-    p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--lease-ttl", type=int, default=0, help="seconds (default: 5; 30 for more than 1,000 simulated hosts)")
+    p.add_argument("--resync-interval", type=float, default=0.0,
+                   help="seconds between full convergence passes (default: 5, longer for thousands of simulated hosts)")
     p.add_argument("--cpu-allocation-ratio", type=float, default=1.0, help="vCPUs offered per physical CPU")
     p.add_argument("--domain-prefix", default=config.env("HYPERVISOR_DOMAIN_PREFIX", ""),
                    help="libvirt domain name prefix (default wnodes-<host>-); every domain with it is this agent's")
@@ -92,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> HypervisorAgentConfig:
     return HypervisorAgentConfig(
         host=a.host, driver=a.driver, listen=a.listen, etcd=tuple(config.split_endpoints(a.etcd)), key_root=a.key_root,
         imagestore=a.imagestore, state_dir=a.state_dir, libvirt_uri=a.libvirt_uri, simulate=a.simulate,
-        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, qemu_as_root=a.qemu_as_root,
+        fake_vcpus=a.fake_vcpus, fake_memory_mib=a.fake_memory_mib, lease_ttl=a.lease_ttl, resync_interval=a.resync_interval, qemu_as_root=a.qemu_as_root,
         cache_max_bytes=a.cache_max_bytes, cache_retention_seconds=a.cache_retention_seconds, fake_image_cache=a.fake_image_cache, domain_prefix=a.domain_prefix, cpu_allocation_ratio=a.cpu_allocation_ratio,
     )
 
@@ -121,19 +131,22 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     cache = ImageCache(cfg.state_dir / "cache", imagestore, cfg.cache_max_bytes) if imagestore and wants_cache else None
     names = [cfg.host] if cfg.simulate <= 1 else [f"{cfg.host}-{i:03d}" for i in range(cfg.simulate)]
     agents = []
+    commits = GroupCommit(store)  # the hosts' reads and writes of VM records leave together
     for name in names:
         run_dir = cfg.state_dir / "run" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         agent_cfg = AgentConfig(
             host=name, endpoint=endpoint, run_dir=run_dir, volume_dir=cfg.state_dir / "volumes" / name,
-            lease_ttl=cfg.lease_ttl, cpu_allocation_ratio=cfg.cpu_allocation_ratio,
+            cpu_allocation_ratio=cfg.cpu_allocation_ratio,
         )  # fmt: skip
-        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore))
+        agents.append(Agent(agent_cfg, store, keys, _driver(cfg, run_dir), cache, imagestore, commits))
+    resync = cfg.resync_interval or 5.0 * max(1.0, len(agents) / 1000)
+    lease_ttl = cfg.lease_ttl or (30 if len(agents) > 1000 else 5)
+    group = HostGroup(store, keys, agents, lease_ttl=lease_ttl, resync_interval=resync)
     sessions = ExecSessions()
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), server)
     await server.start()
-    for agent in agents:
-        await agent.start()
+    await group.start()
     updater = None
     if cache is not None:
 
@@ -151,9 +164,10 @@ async def serve_agent(cfg: HypervisorAgentConfig, stop: asyncio.Event) -> None:
     if updater is not None:
         await updater.stop()
     await sessions.close()
+    await group.stop()
     for agent in agents:
-        await agent.stop()
         await agent.driver.close()
+    await commits.close()
     if imagestore:
         await imagestore.close()
     await store.close()

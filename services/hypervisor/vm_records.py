@@ -1,5 +1,7 @@
 """What an agent writes in etcd about its VMs: state changes (compare-and-set), the release of
-a VM's share of the host, a save's outcome. Each is one transaction, retried on conflicts."""
+a VM's share of the host, a save's outcome. Each is one transaction, retried on conflicts.
+State changes and releases go through group commit (shared by the hosts of a process), and a
+failed one reads, in the same round trip, what it needs to try again."""
 
 from __future__ import annotations
 
@@ -8,19 +10,21 @@ from collections.abc import Callable
 from typing import Any
 
 from services.common import records
+from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import HostUsage, OperationRecord, VmRecord, VmState
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
 
 
 class VmRecords:
-    def __init__(self, store: EtcdStore, keys: Keys, host: str) -> None:
+    def __init__(self, store: EtcdStore, keys: Keys, host: str, commits: GroupCommit | None = None) -> None:
         self._store = store
+        self._commits = commits or GroupCommit(store)
         self._keys = keys
         self._host = host
 
     async def get(self, vm_id: str) -> tuple[Entry, VmRecord] | None:
-        entry = await self._store.get(self._keys.vm(vm_id))
+        entry = await self._commits.get(self._keys.vm(vm_id))
         return (entry, records.load(VmRecord, entry.value)) if entry else None
 
     async def transition(
@@ -39,7 +43,7 @@ class VmRecords:
         entry = known
         while True:
             if entry is None:
-                entry = await self._store.get(self._keys.vm(vm_id))
+                entry = await self._commits.get(self._keys.vm(vm_id))
                 if entry is None:
                     return None
             rec = records.load(VmRecord, entry.value)
@@ -51,17 +55,19 @@ class VmRecords:
             if mutate is not None and not mutate(rec):
                 return None
             value = records.dump(rec)
-            ok, revision = await self._store.txn([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)])
-            if ok:
-                return Entry(entry.key, value, revision, entry.create_revision)
-            entry = None
+            outcome = await self._commits.txn(TxnItem([Compare(entry.key, entry.mod_revision)], [Put(entry.key, value)], reads_on_failure=[entry.key]))
+            if outcome.succeeded:
+                return Entry(entry.key, value, outcome.revision, entry.create_revision)
+            entry = outcome.reads[0]
+            if entry is None:
+                return None
 
     async def release(self, vm_id: str, vm: VmRecord | None, *, delete_record: bool) -> None:
         """Frees the VM's cores and memory and its placement; deletes its record and leases when
         asked. One transaction, retried on conflicting usage updates."""
         usage_key = self._keys.usage(self._host)
+        entry = await self._commits.get(usage_key)
         while True:
-            entry = await self._store.get(usage_key)
             usage = records.load(HostUsage, entry.value) if entry else HostUsage()
             usage.remove(vm_id)
             ops: list[Put | Delete] = [Put(usage_key, records.dump(usage)), Delete(self._keys.placement(self._host, vm_id))]
@@ -69,9 +75,10 @@ class VmRecords:
                 ops.append(Delete(self._keys.vm(vm_id)))
                 if vm is not None:
                     ops += [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
-            ok, _ = await self._store.txn([Compare.unchanged(entry, usage_key)], ops)
-            if ok:
+            outcome = await self._commits.txn(TxnItem([Compare.unchanged(entry, usage_key)], ops, reads_on_failure=[usage_key]))
+            if outcome.succeeded:
                 return
+            entry = outcome.reads[0]
 
     async def finish_save(self, vm_id: str, op_id: str, outcome: dict[str, Any]) -> bool:
         """Clears the VM's pending save and records the outcome ({"result": ...} or

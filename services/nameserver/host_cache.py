@@ -1,7 +1,9 @@
 """Each replica's view of the hosts, fed by etcd watches instead of a scan per placement.
 
 Placement reads hosts from here and proves it was right with the transaction: the usage key's
-revision is compared, so a stale view costs a retry, never an overbooked host.
+revision is compared, so a stale view costs a retry, never an overbooked host. The view is kept
+as a ``HostIndex`` (hosts by free vCPUs), updated per event, so that a placement samples a few
+hosts instead of building and ranking a list of all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from services.common import records
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord
 from services.common.store import Entry, EtcdStore
+from services.nameserver.scheduling.host_index import HostIndex
 from services.nameserver.scheduling.host_state import HostState
 
 LOG = logging.getLogger(__name__)
@@ -26,6 +29,8 @@ class HostCache:
         self._keys = keys
         self.hypervisors: dict[str, HypervisorRecord] = {}
         self.usage: dict[str, tuple[HostUsage, Entry]] = {}
+        self.index = HostIndex()
+        self._images: dict[str, frozenset[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loaded: set[str] = set()
 
@@ -48,39 +53,52 @@ class HostCache:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
+    def vm_count(self) -> int:
+        """VMs holding resources on some host (as the usage records say)."""
+        return sum(len(usage.vms) for usage, _ in self.usage.values())
+
     def states(self) -> list[HostState]:
-        out = []
-        for name, hv in self.hypervisors.items():
-            usage = self.usage.get(name, (HostUsage(), None))[0]
-            out.append(
-                HostState(
-                    name=name,
-                    vcpu_count=hv.vcpu_count,
-                    memory_mib=hv.memory_mib,
-                    vcpus_used=usage.vcpus_used,
-                    memory_mib_used=usage.memory_mib_used,
-                    cached_images=frozenset(hv.cached_images),
-                )
-            )
-        return out
+        return self.index.states()
 
     def note_usage(self, host: str, usage: HostUsage, entry: Entry) -> None:
         """Records a write this replica just made, so its next placement sees it at once."""
         current = self.usage.get(host)
         if current is None or current[1].mod_revision < entry.mod_revision:
             self.usage[host] = (usage, entry)
+            self._reindex(host)
+
+    def _reindex(self, name: str) -> None:
+        hv = self.hypervisors.get(name)
+        if hv is None:
+            self.index.remove(name)
+            return
+        usage = self.usage.get(name, (HostUsage(), None))[0]
+        self.index.put(
+            HostState(
+                name=name,
+                vcpu_count=hv.vcpu_count,
+                memory_mib=hv.memory_mib,
+                vcpus_used=usage.vcpus_used,
+                memory_mib_used=usage.memory_mib_used,
+                cached_images=self._images.get(name, frozenset()),
+            )
+        )
 
     def _on_hypervisor(self, key: str, value: bytes, deleted: bool, entry: Entry | None) -> None:
         name = key.rsplit("/", 1)[-1]
         if deleted:
             self.hypervisors.pop(name, None)
+            self._images.pop(name, None)
         else:
-            self.hypervisors[name] = records.load(HypervisorRecord, value)
+            hv = self.hypervisors[name] = records.load(HypervisorRecord, value)
+            self._images[name] = frozenset(hv.cached_images)
+        self._reindex(name)
 
     def _on_usage(self, key: str, value: bytes, deleted: bool, entry: Entry | None) -> None:
         name = key.rsplit("/", 1)[-1]
         if deleted or entry is None:
             self.usage.pop(name, None)
+            self._reindex(name)
         else:
             self.note_usage(name, records.load(HostUsage, value), entry)
 
@@ -96,6 +114,7 @@ class HostCache:
                 target = self.hypervisors if prefix == self._keys.hypervisor() else self.usage
                 for gone in set(target) - fresh:
                     target.pop(gone, None)
+                    self._reindex(gone)
                 self._loaded.add(prefix)
                 async for ev in self._store.watch_prefix(prefix, start_revision=revision + 1):
                     entry = Entry(ev.key, ev.value, ev.revision, 0)

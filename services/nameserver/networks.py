@@ -17,6 +17,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common import records
@@ -279,12 +280,13 @@ class NetworkRegistry:
         for entry in vm.networks:
             await self._remove_interface(str(entry["interface"]), vm.id)
 
-    async def remove_orphans(self, present_vms: set[str]) -> None:
-        """Removes interfaces whose VM is gone (the reconciler's safety net)."""
-        entries, _ = await self._store.get_prefix(self._keys.network_interface())
-        for e in entries:
-            interface = records.load(NetworkInterfaceRecord, e.value)
-            if interface.vm_id not in present_vms and await self._store.get(self._keys.vm(interface.vm_id)) is None:
+    async def remove_orphans(self, entries: Sequence[Entry]) -> None:
+        """Removes those of these interface records whose VM is gone (the reconciler's safety
+        net; it hands them over a page at a time)."""
+        interfaces = [records.load(NetworkInterfaceRecord, e.value) for e in entries]
+        vms = await self._store.get_many([self._keys.vm(i.vm_id) for i in interfaces])
+        for interface, vm in zip(interfaces, vms, strict=True):
+            if vm is None:
                 LOG.warning("%s belonged to virtualMachines/%s, which is gone: removing it", interface.name, interface.vm_id)
                 await self._remove_interface(interface.id)
 

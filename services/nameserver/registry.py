@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import secrets
 import time
@@ -25,13 +26,15 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
     VirtualMachineNotFound,
+    WnodesError,
     error_from_dict,
 )
+from services.common.group_commit import GroupCommit
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
 from services.common.names import parse_image, parse_resource_id
-from services.common.pagination import page_by_key
+from services.common.pagination import decode_key_token, encode_key_token, page_size_of
 from services.common.records import (
     HostUsage,
     HypervisorRecord,
@@ -41,13 +44,13 @@ from services.common.records import (
     VmRecord,
     VmState,
 )
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
 from services.nameserver import power, validation
 from services.nameserver.access import load_vm, may_see
 from services.nameserver.addressing import SubnetPool
 from services.nameserver.host_cache import HostCache
 from services.nameserver.networks import NetworkRegistry
-from services.nameserver.operations import OperationView, new_operation
+from services.nameserver.operations import CREATE_OPERATION, OperationView, create_operation, new_operation
 from services.nameserver.scheduling.host_state import PlacementRequest
 from services.nameserver.scheduling.scheduler import Scheduler
 from services.nameserver.volumes import VOLUME_KINDS, VolumeRegistry
@@ -55,6 +58,9 @@ from services.nameserver.volumes import VOLUME_KINDS, VolumeRegistry
 LOG = logging.getLogger(__name__)
 
 PLACEMENT_ATTEMPTS = 8
+# Prefix of the ids of create operations, which are not stored (see _create_operation).
+# Records a user's list examines per call at most (it skips others' VMs without decoding them).
+LIST_SCAN_BUDGET = 5000
 
 
 @dataclass
@@ -94,6 +100,9 @@ class Registry:
         self._images = ImageCatalog(store, keys, cache_seconds=1.0)
         self.volumes = VolumeRegistry(store, keys)
         self.networks = NetworkRegistry(store, keys, subnet_pool)
+        self._commits = GroupCommit(store)
+        # Hosts this replica is placing a VM on right now: others are preferred meanwhile.
+        self._in_flight: dict[str, int] = {}
 
     # --- create ---------------------------------------------------------------------------
 
@@ -108,10 +117,12 @@ class Registry:
         validation.check_user_data(spec.user_data)
         ssh_keys = validation.check_ssh_public_keys(spec.ssh_public_keys)
         request_id = request_id or uuid.uuid4().hex
-        existing = await self._existing_request(request_id)
-        if existing:
-            return await self.get_operation(existing.name, principal)
-        image_record = await self._images.resolve(image, version, principal)
+        # No read of the request id first: the placement transaction compares its absence, and
+        # only a create that cannot go ahead (a retry, or a refusal) looks for an earlier one.
+        try:
+            image_record = await self._images.resolve(image, version, principal)
+        except WnodesError as exc:
+            return await self._earlier_or_raise(exc, request_id, principal)
         vm_id = "vm-" + secrets.token_hex(5)
         vm = VmRecord(
             id=vm_id,
@@ -131,29 +142,36 @@ class Registry:
             request_id=request_id,
             trace_context=trace_context,
         )
-        op = new_operation("create", vm_id, principal)
-        placed = await self._place(vm, op)
-        if placed is not None:  # another replica won with the same request id
+        op = create_operation(vm_id)
+        try:
+            placed = await self._place(vm, op)
+        except WnodesError as exc:
+            return await self._earlier_or_raise(exc, request_id, principal)
+        if placed is not None:  # a retry, or another replica won with the same request id
             return await self.get_operation(placed.name, principal)
         LOG.info("placed %s (%s, %d vCPU, %d MiB) on %s", vm.name, vm.image_version, vm.vcpu_count, vm.memory_mib, vm.hypervisor)
         return OperationView(op, done=False, vm=vm)
 
+    async def _earlier_or_raise(self, exc: WnodesError, request_id: str, principal: Principal) -> OperationView:
+        """A create that cannot go ahead may be the retry of one that did: answer with its
+        operation. Not when etcd is unavailable (the look-up would only wait as long again)."""
+        if not isinstance(exc, Unavailable) and (existing := await self._existing_request(request_id)):
+            return await self.get_operation(existing.name, principal)
+        raise exc
+
     async def _existing_request(self, request_id: str) -> OperationRecord | None:
         entry = await self._store.get(self._keys.request(request_id))
-        if entry is None:
-            return None
-        op_entry = await self._store.get(self._keys.operation(entry.value.decode()))
-        if op_entry is None:
-            raise FailedPrecondition(f"request_id {request_id} was used by an operation that has expired")
-        return records.load(OperationRecord, op_entry.value)
+        return None if entry is None else await self._operation_of(entry)
 
     async def _place(self, vm: VmRecord, op: OperationRecord) -> OperationRecord | None:
+        """Places the VM in one transaction (sent with others through group commit); returns
+        the operation of an earlier request with the same id instead, if there is one."""
         req = PlacementRequest(vm.vcpu_count, vm.memory_mib, vm.image_version, vm.pinned_hypervisor)
         for _attempt in range(PLACEMENT_ATTEMPTS):
-            ranked = self._scheduler.rank(self._hosts.states(), req)
+            ranked = self._scheduler.select(self._hosts.index, req, avoid=self._in_flight.keys())
             for host in ranked[:3]:
                 usage, entry = self._hosts.usage.get(host.name, (HostUsage(), None))
-                # The cache may have moved on since rank(): the fit must hold for exactly the
+                # The cache may have moved on since select(): the fit must hold for exactly the
                 # usage revision the transaction compares, or a host could be overbooked.
                 if not self._scheduler.fits(host.with_usage(usage.vcpus_used, usage.memory_mib_used), req):
                     continue
@@ -162,36 +180,53 @@ class Registry:
                 vm.hypervisor, vm.state = host.name, VmState.SCHEDULED
                 vm.state_message = f"placed on {host.name}"
                 vm.update_time = time.time()
-                ok, revision = await self._store.txn(
-                    [
-                        Compare.unchanged(entry, self._keys.usage(host.name)),
-                        Compare(self._keys.request(vm.request_id), 0),
-                        Compare(self._keys.mac_lease(vm.mac_address), 0),
-                        Compare(self._keys.hostname_lease(vm.hostname), 0),
-                    ],
-                    [
-                        Put(self._keys.usage(host.name), records.dump(usage)),
-                        Put(self._keys.vm(vm.id), records.dump(vm)),
-                        Put(self._keys.placement(host.name, vm.id), vm.id.encode()),
-                        Put(self._keys.request(vm.request_id), op.id.encode()),
-                        Put(self._keys.operation(op.id), records.dump(op)),
-                        Put(self._keys.mac_lease(vm.mac_address), vm.id.encode()),
-                        Put(self._keys.hostname_lease(vm.hostname), vm.id.encode()),
-                    ],
-                )
-                if ok:
-                    self._hosts.note_usage(host.name, usage, Entry(self._keys.usage(host.name), b"", revision, 0))
+                usage_key, request_key, mac_key = self._keys.usage(host.name), self._keys.request(vm.request_id), self._keys.mac_lease(vm.mac_address)
+                self._in_flight[host.name] = self._in_flight.get(host.name, 0) + 1
+                try:
+                    outcome = await self._commits.txn(TxnItem(
+                        [
+                            Compare.unchanged(entry, usage_key),
+                            Compare(request_key, 0),
+                            Compare(mac_key, 0),
+                            Compare(self._keys.hostname_lease(vm.hostname), 0),
+                        ],
+                        [
+                            Put(usage_key, records.dump(usage)),
+                            Put(self._keys.vm(vm.id), records.dump(vm)),
+                            Put(self._keys.placement(host.name, vm.id), vm.id.encode()),
+                            Put(request_key, op.id.encode()),
+                            Put(mac_key, vm.id.encode()),
+                            Put(self._keys.hostname_lease(vm.hostname), vm.id.encode()),
+                        ],
+                        # why it failed, read in the same round trip
+                        reads_on_failure=[request_key, usage_key, mac_key, self._keys.hostname_lease(vm.hostname)],
+                    ))
+                finally:
+                    left = self._in_flight.pop(host.name) - 1
+                    if left:
+                        self._in_flight[host.name] = left
+                if outcome.succeeded:
+                    self._hosts.note_usage(host.name, usage, Entry(usage_key, b"", outcome.revision, 0))
                     return None
-                existing = await self._existing_request(vm.request_id)
-                if existing:
-                    return existing
-                fresh = await self._store.get(self._keys.usage(host.name))
+                request, fresh, mac, hostname = outcome.reads
+                if request is not None:
+                    return await self._operation_of(request)
                 if fresh is not None:
                     self._hosts.note_usage(host.name, records.load(HostUsage, fresh.value), fresh)
-                if await self._store.get(self._keys.mac_lease(vm.mac_address)):
+                if mac is not None:
                     vm.mac_address = _random_mac()
+                if hostname is not None:  # another VM has this id (40 random bits): take another
+                    vm.id = "vm-" + secrets.token_hex(5)
+                    vm.hostname = f"vwn-{vm.id[3:]}"
+                    op.id, op.vm_id = CREATE_OPERATION + vm.id, vm.id
             await asyncio.sleep(0.005 * (1 + secrets.randbelow(10)))
         raise Unavailable("placement kept conflicting with concurrent requests; retry with the same request_id")
+
+    async def _operation_of(self, request: Entry) -> OperationRecord:
+        op = await self._load_operation(request.value.decode())
+        if op is None:
+            raise FailedPrecondition(f"request_id {request.key.rsplit('/', 1)[-1]} was used by an operation that has expired")
+        return op
 
     # --- delete ---------------------------------------------------------------------------
 
@@ -346,6 +381,8 @@ class Registry:
         return OperationView(op, False, vm)
 
     async def _load_operation(self, op_id: str) -> OperationRecord | None:
+        if op_id.startswith(CREATE_OPERATION):
+            return create_operation(op_id.removeprefix(CREATE_OPERATION))
         entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
         return records.load(OperationRecord, entry.value) if entry else None
 
@@ -378,25 +415,77 @@ class Registry:
     async def list_vms(
         self, principal: Principal, page_size: int, page_token: str, hypervisor: str = ""
     ) -> tuple[list[VmRecord], str]:
+        """One page of the VMs the caller may see, in key order. Every call does bounded work:
+        a page of an admin's list is one range read; a user's list skips others' VMs without
+        decoding them and stops after LIST_SCAN_BUDGET records with a token to go on (the
+        page may then be short, even empty: AIP-158 allows it); the VMs of one hypervisor are
+        read through its placement keys."""
+        page_size = page_size_of(page_size)
+        start_after = decode_key_token(page_token)
         host = hypervisor.removeprefix("hypervisors/")
+        if host:
+            return await self._list_vms_on(host, principal, page_size, start_after)
+        prefix = self._keys.vm()
+        _check_token(start_after, prefix)
+        needle = None if principal.is_admin else _owner_needle(principal)
+        # etcd 3.4 walks its whole index range even for a limited read: read the VM key space
+        # a slice at a time (ids are random hex), slices sized to hold about a page.
+        depth = _slice_depth(self._hosts.vm_count(), page_size if needle is None else 1000)
+        out: list[VmRecord] = []
+        examined = 0
+        start_at = last = ""
+        while True:
+            limit = page_size - len(out) if needle is None else min(1000, LIST_SCAN_BUDGET - examined)
+            end = _slice_end(prefix, start_after or start_at, depth)
+            entries, _ = await self._store.get_prefix(prefix, start_after=start_after, start_at=start_at, end=end, limit=limit)
+            for e in entries:
+                examined += 1
+                start_after = last = e.key
+                if needle is not None and needle not in e.value:
+                    continue
+                vm = records.load(VmRecord, e.value)
+                vm.revision = e.mod_revision
+                if may_see(vm.owner_user, vm.owner_vo, principal):
+                    out.append(vm)
+                    if len(out) == page_size:
+                        return out, encode_key_token(last)
+            if len(entries) < limit:
+                if not end:
+                    return out, ""
+                start_at, start_after = end, ""  # on to the next slice
+            if examined >= LIST_SCAN_BUDGET:
+                return out, encode_key_token(last)
 
-        def keep(e: Entry) -> VmRecord | None:
-            vm = records.load(VmRecord, e.value)
-            vm.revision = e.mod_revision
-            return vm if _may_see(vm, principal) and (not host or vm.hypervisor == host) else None
-
-        return await page_by_key(self._store, self._keys.vm(), keep, page_size, page_token)
+    async def _list_vms_on(self, host: str, principal: Principal, page_size: int, start_after: str) -> tuple[list[VmRecord], str]:
+        prefix = self._keys.placements(host)
+        _check_token(start_after, prefix)
+        out: list[VmRecord] = []
+        while True:
+            limit = page_size - len(out)
+            entries, _ = await self._store.get_prefix(prefix, start_after=start_after, limit=limit, keys_only=True)
+            found = await self._store.get_many([self._keys.vm(e.key.rsplit("/", 1)[-1]) for e in entries])
+            for e, vm_entry in zip(entries, found, strict=True):
+                start_after = e.key
+                if vm_entry is None:
+                    continue
+                vm = records.load(VmRecord, vm_entry.value)
+                vm.revision = vm_entry.mod_revision
+                if may_see(vm.owner_user, vm.owner_vo, principal):
+                    out.append(vm)
+            if len(entries) < limit:
+                return out, ""
+            if len(out) == page_size:
+                return out, encode_key_token(start_after)
 
     async def get_operation(self, op_name: str, principal: Principal) -> OperationView:
         op_id = parse_resource_id(op_name, "operations") if "/" in op_name else op_name
-        entry = await self._store.get(self._keys.operation(op_id))
-        if entry is None:
+        op = await self._load_operation(op_id)
+        if op is None:
             raise NotFound(f"operations/{op_id} does not exist")
-        op = records.load(OperationRecord, entry.value)
         vm_entry = await self._store.get(self._keys.vm(op.vm_id))
         vm = records.load(VmRecord, vm_entry.value) if vm_entry else None
-        owner_hidden = op.owner_user and not (principal.is_admin or (op.owner_user, op.owner_vo) == (principal.user, principal.vo))
-        if owner_hidden or vm is not None and not _may_see(vm, principal):
+        owner_hidden = op.owner_user and not may_see(op.owner_user, op.owner_vo, principal)
+        if owner_hidden or vm is not None and not may_see(vm.owner_user, vm.owner_vo, principal):
             raise NotFound(f"operations/{op_id} does not exist")
         if op.kind == "delete":
             return OperationView(op, done=vm is None, vm=vm)
@@ -439,24 +528,25 @@ class Registry:
     # --- hosts and replicas ---------------------------------------------------------------
 
     async def list_hypervisors(self) -> list[HypervisorView]:
-        live, _ = await self._store.get_prefix(self._keys.hypervisor())
-        usages, _ = await self._store.get_prefix(self._keys.usage())
-        by_name: dict[str, HypervisorView] = {}
-        for e in live:
-            rec = records.load(HypervisorRecord, e.value)
-            by_name[rec.name] = HypervisorView(rec, rec.name, HostUsage(), True)
-        for e in usages:
-            name = e.key.rsplit("/", 1)[-1]
-            view = by_name.setdefault(name, HypervisorView(None, name, HostUsage(), False))
-            view.usage = records.load(HostUsage, e.value)
-        return sorted(by_name.values(), key=lambda v: v.name)
+        """Every host this replica's watch-fed cache knows (up, or down with VMs still placed),
+        by name: no etcd read per call (10,000 hosts were 20,000 records decoded per call)."""
+        hypervisors, usage = self._hosts.hypervisors, self._hosts.usage
+        names = sorted(set(hypervisors) | set(usage))
+        return [
+            HypervisorView(hypervisors.get(n), n, usage[n][0] if n in usage else HostUsage(), n in hypervisors)
+            for n in names
+        ]
 
     async def get_hypervisor(self, name: str) -> HypervisorView:
+        """One host, read from etcd (exact: a caller may have just placed a VM there)."""
         host = name.removeprefix("hypervisors/")
-        for view in await self.list_hypervisors():
-            if view.name == host:
-                return view
-        raise NotFound(f"hypervisors/{host} does not exist", reason="HYPERVISOR_NOT_FOUND")
+        record, usage = await self._store.get_many([self._keys.hypervisor(host), self._keys.usage(host)])
+        if record is None and usage is None:
+            raise NotFound(f"hypervisors/{host} does not exist", reason="HYPERVISOR_NOT_FOUND")
+        return HypervisorView(
+            records.load(HypervisorRecord, record.value) if record else None, host,
+            records.load(HostUsage, usage.value) if usage else HostUsage(), record is not None,
+        )
 
     async def list_nameservers(self) -> list[tuple[NameserverRecord, list[str]]]:
         entries, _ = await self._store.get_prefix(self._keys.nameserver())
@@ -486,10 +576,37 @@ def _power_operation_view(op: OperationRecord, vm: VmRecord | None) -> Operation
     return OperationView(op, True, vm)
 
 
-def _may_see(vm: VmRecord, principal: Principal) -> bool:
-    return may_see(vm.owner_user, vm.owner_vo, principal)
-
-
 def _random_mac() -> str:
     # 52:54:00 is QEMU's prefix; the rest random and leased in etcd, so unique across the farm.
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def _owner_needle(principal: Principal) -> bytes:
+    """The bytes every record of this owner's VMs contains (records.dump writes owner_user
+    then owner_vo, compact JSON), so that others' VMs are skipped without being decoded."""
+    return f'"owner_user":{json.dumps(principal.user)},"owner_vo":{json.dumps(principal.vo)}'.encode()
+
+
+def _slice_depth(count: int, page: int) -> int:
+    """Hex digits of a VM id that name a slice holding about a page or more (0: no slicing)."""
+    depth = 0
+    while depth < 4 and count >= page * 16 ** (depth + 1):
+        depth += 1
+    return depth
+
+
+def _slice_end(prefix: str, key: str, depth: int) -> str:
+    """The end (exclusive) of the slice of VM keys that key falls in; "" for the last one."""
+    if depth == 0:
+        return ""
+    digits = key[len(prefix) + 3 : len(prefix) + 3 + depth] if key.startswith(prefix + "vm-") else ""
+    try:
+        n = int(digits.ljust(depth, "0"), 16) + 1 if digits else 1
+    except ValueError:
+        return ""  # not a hex id: read on to the end
+    return "" if n >= 16**depth else f"{prefix}vm-{n:0{depth}x}"
+
+
+def _check_token(start_after: str, prefix: str) -> None:
+    if start_after and not start_after.startswith(prefix):
+        raise InvalidArgument("page_token belongs to another listing (another filter)", reason="INVALID_PAGE_TOKEN")

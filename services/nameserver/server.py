@@ -80,7 +80,10 @@ async def serve_nameserver(cfg: NameserverConfig, stop: asyncio.Event, on_ready:
     membership = Membership(store, keys, NameserverRecord(id=cfg.replica_id, endpoint=endpoint))
     await membership.start()
     system = Principal(user="wnodes-reconciler", vo="wnodes", roles=frozenset({"admin"}))
-    reconcile = Reconciler(store, keys, lambda vm_id: registry.delete_vm(vm_id, system, ""), registry.networks.remove_orphans)
+    reconcile = Reconciler(
+        store, keys, lambda vm_id: registry.delete_vm(vm_id, system, ""), hosts, cfg.reconcile_interval,
+        remove_orphan_interfaces=registry.networks.remove_orphans,
+    )
     reconciler = Duty("reconciler", store, keys, membership, cfg.replica_id, reconcile.step, cfg.reconcile_interval)
     reconciler.start()
     await serve.set_serving(health)
