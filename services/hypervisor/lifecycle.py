@@ -31,6 +31,7 @@ from opentelemetry import propagate
 from services.common import records, telemetry
 from services.common.errors import (
     FailedPrecondition,
+    Unavailable,
     WnodesError,
     error_to_dict,
 )
@@ -314,6 +315,12 @@ class Agent:
                     self.request_pass()  # deleted or failed meanwhile: the next pass cleans up
         except asyncio.CancelledError:
             raise
+        except Unavailable as exc:
+            # etcd did not answer (a member died, a batch timed out): nothing is wrong with the
+            # VM. Its record still says SCHEDULED or STARTING, so the next pass picks it up
+            # again (and adopts the domain if it got that far) instead of failing it.
+            LOG.warning("%s: the registry did not answer while starting it on %s (%s); the next pass retries", vm.name, self.cfg.host, exc.message)
+            self._vms.unsteady(vm.id)
         except Exception as exc:
             await self._fail(vm, exc)
         finally:

@@ -98,7 +98,7 @@ class LoadRunner:
         try:
             vm = self._patiently(request, lambda: op.result(timeout=120))
         except WnodesRpcError as err:  # the operation ended in an error: a terminal answer
-            request.detail = f"{err.code.name}: {err.details}"
+            request.detail = f"{err.code.name}: {err.message}"
             if request.vm:  # a FAILED VM keeps its leases until deleted
                 self._delete(client, request, request.vm)
             request.outcome = "failed"
