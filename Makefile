@@ -58,7 +58,7 @@ check-protos: $(VENV_STAMP) ## Fail if the committed stubs are stale
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff + mypy (strict)
 	@.venv/bin/ruff check services clients deploy tests bench
-	@.venv/bin/mypy services clients deploy
+	@.venv/bin/mypy services clients deploy bench
 
 # pOCCI (CESNET's OCCI compliance suite) needs old setuptools and pycurl: a venv of its own.
 # 1.0.3's sdist is broken; 1.0.2 has the same code. Python 3.11 rejects four of its regexes

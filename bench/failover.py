@@ -17,7 +17,7 @@ from services.common.identity import Principal
 from wnodes.v1 import virtual_machine_pb2, virtual_machine_service_pb2, virtual_machine_service_pb2_grpc
 
 
-def _create(stub: virtual_machine_service_pb2_grpc.VirtualMachineServiceStub, meta: list[tuple[str, str]]) -> bool:
+def _create(stub: virtual_machine_service_pb2_grpc.VirtualMachineServiceStub, meta: tuple[tuple[str, str | bytes], ...]) -> bool:
     request = virtual_machine_service_pb2.CreateVirtualMachineRequest(
         virtual_machine=virtual_machine_pb2.VirtualMachine(image="tiny", vcpu_count=1, memory_mib=128), request_id=uuid.uuid4().hex)
     try:
@@ -32,7 +32,7 @@ def run(work: Path, rounds: int = 3) -> dict[str, Any]:
     stack.up("fake", 10, work / "no-images", fake_vcpus=64, fake_memory_mib=1 << 18)
     state = stack.state
     assert state is not None
-    meta = list(Principal("bench", "wnodes").to_metadata())
+    meta = tuple(Principal("bench", "wnodes").to_metadata())
     before: list[float] = []
     to_success: list[float] = []
     slowest: list[float] = []

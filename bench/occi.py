@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+from yarl import URL
 
 from bench.stats import percentile
 from clients.wnodes_client import Client
@@ -65,7 +66,7 @@ async def _occi_boot(stack: Stack, key: Path, public: str) -> float:
     async with aiohttp.ClientSession(base_url=state.occi) as http:
         async with http.post("/compute/", headers=headers, data=body) as r:
             assert r.status == 201, await r.text()
-            path = aiohttp.client.URL(r.headers["Location"]).path
+            path = URL(r.headers["Location"]).path
         endpoint = ""
         while not endpoint:
             async with http.get(path, headers=headers) as r:

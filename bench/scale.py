@@ -32,13 +32,13 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from bench import placement
+from bench import cpu_floor, placement
 from bench.memory import cpu_by_process, rss_by_process
 from bench.stats import percentile
 from deploy.stack.stack import Stack, StackState
@@ -56,6 +56,10 @@ LOG = logging.getLogger(__name__)
 
 # Simulated hosts big enough that the fill and the measured bursts never run out of room
 # (100,000 VMs of 1 vCPU over 10,000 hosts is 10 per host).
+# Open-loop rates below the target's, as fractions of it: the highest whose p99 stays under
+# 100 ms is what this machine can promise.
+SWEEP = (0.3, 0.5, 0.7, 0.9)
+SWEEP_SECONDS = 4.0
 HOST_VCPUS = 64
 HOST_MEMORY_MIB = 256 * 1024
 FILL_USERS = 100
@@ -376,10 +380,16 @@ def _idle(state: StackState, seconds: float) -> dict[str, Any]:
     }
 
 
-def _burst(state: StackState, run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+def _open_loop_at(state: StackState, rate: float) -> dict[str, Any]:
+    burst = _burst(state, lambda: _open_loop(state.gateway, rate, SWEEP_SECONDS, Principal("bench", "wnodes")))
+    asyncio.run(_wait_settled(state, timeout=120))
+    return {k: burst[k] for k in ("offered_per_s", "per_s", "p50_ms", "p99_ms", "cpu_ms_per_create_total", "cores_busy")}
+
+
+def _burst(state: StackState, run: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
     """Runs a burst of creates and splits the stack's CPU by process, per create."""
     cpu0, m0 = cpu_by_process(state), etcd_metrics(state)
-    result = asyncio.run(run())
+    result: dict[str, Any] = asyncio.run(run())
     cpu1, m1 = cpu_by_process(state), etcd_metrics(state)
     done = max(1, result["creates"])
     result["cpu_ms_per_create"] = {n: round((cpu1[n] - cpu0[n]) / done * 1000, 2) for n in cpu0}
@@ -433,6 +443,12 @@ def run(
         progress(f"scale: open loop at {rate:.0f}/s for {creates / rate:.0f}s")
         results["open_loop"] = _burst(state, lambda: _open_loop(state.gateway, rate, creates / rate, Principal("bench", "wnodes")))
         asyncio.run(_wait_settled(state, timeout=120))
+        results["open_loop_sweep"] = []
+        for fraction in SWEEP:
+            progress(f"scale: open loop at {rate * fraction:.0f}/s for {SWEEP_SECONDS:.0f}s")
+            results["open_loop_sweep"].append(_open_loop_at(state, rate * fraction))
+        progress("scale: the CPU floor (a no-op gRPC call, a placement-shaped etcd transaction)")
+        results["floor"] = cpu_floor.measure(state)
         progress("scale: list and get latencies")
         results["reads"] = asyncio.run(_reads(state.gateway, hosts))
         results["rss_full_mib"] = rss_by_process(state)
@@ -475,6 +491,9 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         ("scale: agent CPU per placement event (watch cost)", f"{c['cpu_ms_per_create'].get('hypervisor0', 0):.2f} ms", "100 empty hosts",
          f"{b['cpu_ms_per_create'].get('hypervisor0', 0):.2f} ms",
          ratio(c["cpu_ms_per_create"].get("hypervisor0", 0), b["cpu_ms_per_create"].get("hypervisor0", 0))),
+        *_sweep_rows(s),
+        ("scale: CPU per create by process (ms)", _split(c), "100 empty hosts", _split(b), ""),
+        *_floor_rows(s),
         ("scale: raft proposals per create", f"{c['raft_proposals_per_create']:.2f}", "etcd txns per create", f"{c['etcd_txns_per_create']:.2f}", ""),
         (f"scale: fill rate ({s['fill_via']})", f"{s['fill']['per_s']:.0f}/s", "", "", ""),
         ("scale: agent idle CPU (cores), full registry", f"{s['idle_full']['agent_cores']:.3f}", "empty registry",
@@ -502,3 +521,43 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         out.append(("scale: etcd DB after compaction + defrag", f"{s['etcd_compacted']['db_mib']:.0f} MiB", "before",
                     f"{s['etcd_full']['db_mib']:.0f} MiB", ratio(s["etcd_compacted"]["db_mib"], s["etcd_full"]["db_mib"])))
     return out
+
+
+def _split(burst: dict[str, Any]) -> str:
+    """CPU per create, by kind of process: where a create's cost goes."""
+    per = burst["cpu_ms_per_create"]
+
+    def kind(prefix: str) -> float:
+        return float(sum(v for n, v in per.items() if n.startswith(prefix)))
+
+    return (f"etcd {kind('etcd'):.2f} / nameservers {kind('nameserver'):.2f} / gateway {kind('gateway'):.2f} / "
+            f"agent {kind('hypervisor'):.2f} / client {burst['bench_client_cpu_ms_per_create']:.2f}")
+
+
+def _floor_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The CPU floor next to what a create costs, and the ceiling this machine allows."""
+    floor = s.get("floor")
+    if not floor:
+        return []
+    c = s["closed_loop"]
+    total = c["cpu_ms_per_create_total"] + c["bench_client_cpu_ms_per_create"]
+    hops = 2 * floor["grpc_noop_call_cpu_ms"]
+    ceiling = cpu_floor.ceiling_per_s(total, floor["cores"])
+    return [
+        ("scale: CPU of a no-op gRPC call (client + server)", f"{floor['grpc_noop_call_cpu_ms']:.2f} ms",
+         "a create's two hops vs its whole CPU", f"{hops:.2f} / {total:.2f} ms", f"{hops / total:.2f}" if total else ""),
+        ("scale: CPU of a placement-shaped etcd txn (3 members + client)", f"{floor['etcd_placement_txn_cpu_ms']:.2f} ms",
+         "unbatched txns/s", f"{floor['etcd_placement_txns_per_s']:.0f}/s", ""),
+        (f"scale: CPU-bound ceiling on {floor['cores']} cores (all processes busy)", f"{ceiling:.0f}/s", "target", "500/s",
+         f"{ceiling / 500:.2f}"),
+    ]
+
+
+def _sweep_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = [(f"scale: latency p50 / p99 at {r['offered_per_s']:.0f}/s offered", f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms",
+             "achieved rate", f"{r['per_s']:.0f}/s", "") for r in s.get("open_loop_sweep", [])]
+    under = [r["offered_per_s"] for r in s.get("open_loop_sweep", []) if r["p99_ms"] < 100]
+    if rows:
+        rows.append(("scale: highest offered rate with p99 under 100 ms", f"{max(under):.0f}/s" if under else "none of those tried",
+                     "target", "500/s", f"{max(under) / 500:.2f}" if under else ""))
+    return rows
