@@ -51,6 +51,11 @@ def argv(member: EtcdMember, members: list[EtcdMember], data_dir: Path, state: s
         "--auto-compaction-mode", "periodic",
         "--auto-compaction-retention", "10m",
         "--election-timeout", "1000",
+        # bbolt's default "array" freelist allocates pages in O(free pages): with a large,
+        # churned database (100,000 VMs, 350 MiB) commits stalled for 100-300 ms and reads
+        # waited behind them. The "map" freelist is O(1), stable since etcd 3.4.9 and the
+        # usual production setting.
+        "--experimental-backend-bbolt-freelist-type", "map",
         "--logger", "zap",
         "--log-level", "warn",
     ]
