@@ -71,6 +71,9 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      f"{f['to_first_success_s'] / f['create_p50_before_s']:.2f}"))
         rows.append(("slowest create in the 3 s after a kill", f"{f['slowest_create_s'] * 1000:.0f} ms", "create p99 before the kill",
                      f"{f['create_p99_before_s'] * 1000:.0f} ms", f"{f['slowest_create_s'] / f['create_p99_before_s']:.2f}"))
+        if f.get("errors"):  # why creates failed around the kills: UNAVAILABLE is the kill, anything else is not
+            rows.append(("failed creates around the kills, by code", ", ".join(f"{k} {v}" for k, v in sorted(f["errors"].items())),
+                         "", "", ""))
     if "placement" in results:
         p = results["placement"]
         rows.append((f"placements/s through the gateway ({p['hosts']} hosts, 3 replicas)", f"{p['creates_per_s']:.0f}/s",
