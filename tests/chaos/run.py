@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = any(o.verdict.violations for o in outcomes) or bool(quorum.violations)
     if args.output == "json":
         print(json.dumps({"plans": [{"plan": o.plan.name, "killed": list(o.plan.kills), **o.counts, "seconds": round(o.seconds, 1),
-                                     "checked": o.verdict.checked, "violations": o.verdict.violations} for o in outcomes],
+                                     "checked": o.verdict.checked, "violations": o.verdict.violations,
+                                     "failures": o.failures} for o in outcomes],
                           "quorum_loss": quorum.as_dict(), "ok": not failed}, indent=2))
     else:
         print_table(outcomes, quorum)
@@ -57,8 +58,11 @@ def print_table(outcomes: list[Outcome], quorum: QuorumOutcome) -> None:
         c = o.counts
         table.add_row(" + ".join(o.plan.kills), *(str(c[k]) for k in ("sent", "accepted", "completed", "failed", "refused", "unresolved", "retries")),
                       str(len(o.verdict.checked)), "; ".join(o.verdict.violations) or "none")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log or a pipe gets every column
     console.print(table)
+    for o in outcomes:
+        for failure in o.failures:
+            console.print(f"failed request ({' + '.join(o.plan.kills)}): {failure}")
     console.print(f"quorum loss: {quorum.summary()}")
     invariants = sorted({name for o in outcomes for name in o.verdict.checked})
     console.print("invariants checked: " + "; ".join(invariants))

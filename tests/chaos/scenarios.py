@@ -46,7 +46,8 @@ class Outcome:
     verdict: Verdict
     seconds: float
     samples: int = 0
-    notes: list[str] = field(default_factory=list)
+    # Why requests ended FAILED (a terminal answer, allowed, but worth reading): the first few.
+    failures: list[str] = field(default_factory=list)
 
 
 def run_plan(stack: Stack, plan: Plan, *, before_s: float = 3.0, dead_s: float = 2.0, after_s: float = 4.0, workers: int = 6) -> Outcome:
@@ -80,7 +81,8 @@ def run_plan(stack: Stack, plan: Plan, *, before_s: float = 3.0, dead_s: float =
     stop_sampling.set()
     sampler.join()
     check_settled(state, report, verdict)
-    return Outcome(plan, report.counts(), verdict, time.monotonic() - started, samples)
+    failures = [f"{r.request_id[:8]}: {r.detail}" for r in report.requests if r.outcome == "failed"][:5]
+    return Outcome(plan, report.counts(), verdict, time.monotonic() - started, samples, failures)
 
 
 def wait_etcd_healthy(stack: Stack, timeout: float = 30.0) -> None:
