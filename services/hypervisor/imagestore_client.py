@@ -38,8 +38,13 @@ class ImagestoreClient:
 
     async def download(self, sha256: str, offset: int) -> AsyncIterator[bytes]:
         request = imagestore_service_pb2.DownloadBlobRequest(sha256=sha256, offset=offset)
-        async for chunk in self._stub.DownloadBlob(request):
-            yield chunk.data
+        try:
+            async for chunk in self._stub.DownloadBlob(request):
+                yield chunk.data
+        except grpc.aio.AioRpcError as err:
+            # An imagestore that died mid-transfer is UNAVAILABLE: the VM waiting for the blob
+            # is retried (and the transfer resumes from what was written), not failed.
+            raise downstream_error(err) from err
 
     async def upload_disk(self, upload: DiskUpload, owner: Principal) -> str:
         """Registers the new version as owner (its VO owns it); returns its name. Only the disk

@@ -316,10 +316,11 @@ class Agent:
         except asyncio.CancelledError:
             raise
         except Unavailable as exc:
-            # etcd did not answer (a member died, a batch timed out): nothing is wrong with the
-            # VM. Its record still says SCHEDULED or STARTING, so the next pass picks it up
-            # again (and adopts the domain if it got that far) instead of failing it.
-            LOG.warning("%s: the registry did not answer while starting it on %s (%s); the next pass retries", vm.name, self.cfg.host, exc.message)
+            # etcd or the imagestore did not answer (a member died, a batch timed out, a blob
+            # transfer broke): nothing is wrong with the VM. Its record still says SCHEDULED or
+            # STARTING, so the next pass picks it up again (adopting the domain if it got that
+            # far, resuming the transfer from what was written) instead of failing it.
+            LOG.warning("%s: a service did not answer while starting it on %s (%s); the next pass retries", vm.name, self.cfg.host, exc.message)
             self._vms.unsteady(vm.id)
         except Exception as exc:
             await self._fail(vm, exc)

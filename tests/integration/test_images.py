@@ -1,7 +1,8 @@
 """The image catalogue and distribution on a real control plane (etcd x3, imagestore, gateway)
 with one fake-driver host that still pulls images into its cache (--fake-image-cache), so
 transfers can be counted: visibility per VO, refused uploads, deprecation, one transfer for
-concurrent VMs, prefetch and automatic updates."""
+concurrent VMs, prefetch and automatic updates, a transfer that resumes after the imagestore
+was SIGKILLed under it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from wnodes.v1 import image_pb2, image_service_pb2
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
 HOST = "sim"
+# Big enough that a transfer (a few hundred MiB/s here) is still running when the test sees it.
+BIG_MIB = 384
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def qcow2(tmp: Path, mib: int) -> Path:
     return path
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 20.0) -> T:
+def eventually(check: Callable[[], T | None], timeout: float = 20.0, every: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     while True:
         found = check()
@@ -53,7 +56,7 @@ def eventually(check: Callable[[], T | None], timeout: float = 20.0) -> T:
             return found
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
-        time.sleep(0.2)
+        time.sleep(every)
 
 
 def transfers_of(stack: Stack, sha: str) -> int:
@@ -188,3 +191,41 @@ def _vm_of(client: Client, version: str) -> str | None:
         return vm.name
     client.delete_vm(vm.name).result(timeout=60)
     return None
+
+
+def test_a_transfer_cut_by_killing_the_imagestore_resumes_and_verifies(stack: Stack, tmp_path: Path) -> None:
+    # Prepare: an image big enough to be caught mid-transfer (random bytes: qcow2 keeps them all)
+    raw = tmp_path / "big.raw"
+    with raw.open("wb") as f:
+        for i in range(BIG_MIB):
+            f.write(hashlib.sha512(i.to_bytes(4, "big")).digest() * (1 << 14))  # 1 MiB, incompressible
+    disk = tmp_path / "big.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(disk)], check=True)
+    raw.unlink()
+    with connect(stack) as alice:
+        version = alice.upload_image("big", disk, visibility="VO")
+        sha, size = version.disk.sha256, version.disk.size_bytes
+        part = stack.dir / "hypervisor" / "cache" / "blobs" / f"{sha}.part"
+
+        # Execute: a VM needs the image; the imagestore is SIGKILLed once part of it has arrived
+        op = alice.create_vm("big")
+        written = eventually(lambda: part.exists() and 0 < part.stat().st_size < size and part.stat().st_size, timeout=60, every=0.005)
+        stack.kill("imagestore")
+        time.sleep(1.0)  # the agent sees the broken stream and keeps what it wrote
+        kept = part.stat().st_size
+        stack.restart("imagestore")
+        vm = op.result(timeout=120)
+
+        # Assert: the VM started once the imagestore was back, from a transfer that resumed where
+        # it stopped (not from zero), and the cached blob is exactly the image
+        assert vm.state == vm.State.ACTIVE and vm.image_version == version.name
+        log = Path(stack.dir / "logs" / "hypervisor0.log").read_text()
+        resumed = [ln for ln in log.splitlines() if f"resuming blob {sha[:12]} at" in ln]
+        assert resumed, "the transfer started over instead of resuming"
+        offset = int(resumed[0].split(" at ")[1].split()[0])
+        print(f"written {written}, kept {kept}, resumed at {offset} of {size}")
+        assert written <= offset == kept < size
+        assert transfers_of(stack, sha) == 1
+        blob = stack.dir / "hypervisor" / "cache" / "blobs" / sha
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha and not part.exists()
+        alice.delete_vm(vm.name).result(timeout=60)
