@@ -121,9 +121,9 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SchedulerType=sched/backfill
-# sched_interval: a job that asks for a VM (a feature constraint) is not started by the quick
-# scheduling attempt at submit time, as a bare job is, but by the next pass of the main loop.
-# Slurm's default is a pass a minute; every second keeps that wait at half a second on average
+# sched_interval: in this stack, slurmctld allocated jobs (VM jobs, bare jobs, bare jobs with a
+# feature constraint alike) on the grid of its main scheduling pass, not at submit time. Slurm's
+# default is a pass a minute; every second keeps the wait at half a second on average
 # (measured: submit to allocation 0.2-1.0 s, against 0.4-2.0 s with passes every 2 s).
 SchedulerParameters=sched_interval=1
 DefMemPerCPU=256
