@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import time
 import uuid
 from typing import Any
@@ -22,7 +21,7 @@ import grpc
 from etcd3aio.kv import prefix_range_end
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.memory import cpu_by_process
+from bench.memory import cpu_by_process, self_cpu_seconds
 from deploy.stack.stack import StackState
 from services.common.store import Compare, EtcdStore, Put
 
@@ -32,10 +31,6 @@ VM_RECORD_BYTES = 900
 USAGE_RECORD_BYTES = 400
 SMALL_VALUE_BYTES = 16
 
-
-def _self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 async def _noop_calls(target: str, total: int, concurrency: int) -> float:
@@ -75,15 +70,15 @@ async def _placement_txns(endpoints: list[str], key_root: str, total: int, concu
 
 def measure(state: StackState, calls: int = 5000, txns: int = 2000, concurrency: int = 32) -> dict[str, Any]:
     """CPU milliseconds of one no-op gRPC call and of one placement-shaped etcd transaction."""
-    cpu0, me0 = cpu_by_process(state), _self_cpu()
+    cpu0, me0 = cpu_by_process(state), self_cpu_seconds()
     seconds = asyncio.run(_noop_calls(state.gateway, calls, concurrency))
-    cpu1, me1 = cpu_by_process(state), _self_cpu()
+    cpu1, me1 = cpu_by_process(state), self_cpu_seconds()
     hop_ms = ((cpu1["gateway"] - cpu0["gateway"]) + (me1 - me0)) / calls * 1000
     hop_rate = calls / seconds
 
     etcd = [n for n in cpu1 if n.startswith("etcd")]
     seconds = asyncio.run(_placement_txns(state.etcd_endpoints, state.key_root, txns, concurrency))
-    cpu2, me2 = cpu_by_process(state), _self_cpu()
+    cpu2, me2 = cpu_by_process(state), self_cpu_seconds()
     txn_ms = (sum(cpu2[n] - cpu1[n] for n in etcd) + (me2 - me1)) / txns * 1000
     return {
         "grpc_noop_call_cpu_ms": round(hop_ms, 3),

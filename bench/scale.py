@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import resource
 import subprocess
 import time
 import urllib.request
@@ -39,7 +38,7 @@ from typing import Any
 import grpc
 
 from bench import cpu_floor, placement
-from bench.memory import cpu_by_process, rss_by_process
+from bench.memory import cpu_by_process, rss_by_process, self_cpu_seconds
 from bench.stats import percentile
 from deploy.stack.stack import Stack, StackState
 from services.common.identity import Principal
@@ -73,10 +72,6 @@ def _request() -> virtual_machine_service_pb2.CreateVirtualMachineRequest:
         request_id=uuid.uuid4().hex,
     )
 
-
-def _self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 # --- etcd's own view ----------------------------------------------------------------------
@@ -171,10 +166,10 @@ async def _closed_loop(gateway: str, total: int, concurrency: int, owner: Callab
                 except grpc.aio.AioRpcError as err:
                     _count_error(errors, err)
 
-        cpu0, start = _self_cpu(), time.perf_counter()
+        cpu0, start = self_cpu_seconds(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-        cpu = _self_cpu() - cpu0
+        cpu = self_cpu_seconds() - cpu0
     return _summary(latencies, errors, elapsed, cpu)
 
 
@@ -195,7 +190,7 @@ async def _open_loop(gateway: str, rate: float, seconds: float, owner: Principal
             except grpc.aio.AioRpcError as err:
                 _count_error(errors, err)
 
-        cpu0, start = _self_cpu(), time.perf_counter()
+        cpu0, start = self_cpu_seconds(), time.perf_counter()
         tasks = []
         for i in range(total):
             due = start + i / rate
@@ -205,7 +200,7 @@ async def _open_loop(gateway: str, rate: float, seconds: float, owner: Principal
             tasks.append(asyncio.create_task(one(due)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-        cpu = _self_cpu() - cpu0
+        cpu = self_cpu_seconds() - cpu0
     out = _summary(latencies, errors, elapsed, cpu)
     out["offered_per_s"] = rate
     return out
@@ -257,13 +252,13 @@ async def _fill_via_registry(state: StackState, total: int, concurrency: int) ->
             except Exception as exc:  # noqa: BLE001 - counted, reported
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
-    cpu0, start = _self_cpu(), time.perf_counter()
+    cpu0, start = self_cpu_seconds(), time.perf_counter()
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
         await hosts.stop()
         await store.close()
-    return _summary(latencies, errors, time.perf_counter() - start, _self_cpu() - cpu0)
+    return _summary(latencies, errors, time.perf_counter() - start, self_cpu_seconds() - cpu0)
 
 
 def _fill_owner(i: int) -> Principal:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import lzma
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploy.images.recipe import Recipe, RecipeError, load_recipe
+from services.common.digests import sha256_file
 
 if TYPE_CHECKING:
     from clients.wnodes_client import Client
@@ -532,14 +532,6 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp.write_bytes(data)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_boot_files(image_dir: Path, kernel: Kernel, force: bool, timings: dict[str, float]) -> None:

@@ -39,7 +39,6 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.renewals = 0
 
     def start(self, lease: int) -> None:
         self._lease = lease
@@ -75,7 +74,6 @@ class LeaseKeeper:
                     channel = grpc.insecure_channel(self._endpoints[i])
                     continue
                 if alive:
-                    self.renewals += 1
                     last = time.monotonic()
                 elif lease == self._lease and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._on_expired)
@@ -165,8 +163,4 @@ class Registration(LeaseGroup):
         self, store: EtcdStore, key: str, value: Callable[[], bytes], ttl: int, on_new_lease: Callable[[], None] = lambda: None
     ) -> None:
         super().__init__(store, ttl, on_new_lease)
-        self._key = key
         self.add(key, value)
-
-    async def publish(self, key: str = "") -> None:
-        await super().publish(key or self._key)

@@ -178,19 +178,8 @@ class EtcdStore:
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> tuple[bool, int]:
         """Applies ops atomically if every compare holds. Returns whether it did, and the store
         revision after it (the mod_revision of every key it wrote)."""
-        cmp = [
-            KVService.txn_compare_create_revision(c.key, 0)
-            if c.mod_revision == 0
-            else _compare_mod(c.key, c.mod_revision)
-            for c in compares
-        ]
-        requests = []
-        for op in ops:
-            if isinstance(op, Put):
-                requests.append(KVService.txn_op_put(op.key, op.value, lease=op.lease))
-            else:
-                end = prefix_range_end(op.key.encode()) if op.prefix else None
-                requests.append(KVService.txn_op_delete(op.key, range_end=end))
+        cmp = [_pb_compare(c) for c in compares]
+        requests = [_pb_op(op) for op in ops]
         async with self._call("txn"):
             resp = await self._client.kv.txn(cmp, requests)  # type: ignore[union-attr]
         return bool(resp.succeeded), int(resp.header.revision)
@@ -251,17 +240,6 @@ class EtcdStore:
         async with self._call("lease grant"):
             resp = await self._client.lease.grant(ttl=ttl)  # type: ignore[union-attr]
         return int(resp.ID)
-
-    async def keep_alive_once(self, lease_id: int) -> bool:
-        """Renews a lease; False when it has already expired."""
-        async with self._call("lease keepalive"):
-            stream = self._client.lease.keep_alive(lease_id)  # type: ignore[union-attr]
-            try:
-                async for resp in stream:
-                    return bool(resp.TTL > 0)
-            finally:
-                stream.cancel()
-        return False
 
     async def revoke_lease(self, lease_id: int) -> None:
         with contextlib.suppress(Exception):

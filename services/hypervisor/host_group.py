@@ -53,7 +53,6 @@ class HostGroup:
         self._dirty: set[str] = set()
         self._some_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.passes = 0  # full passes done (for tests)
 
     async def start(self) -> None:
         for agent in self.agents.values():
@@ -145,7 +144,6 @@ class HostGroup:
                 # without this, 10,000 of them would hold the event loop for seconds and starve
                 # the lease keepalive (the lease of every host then expires at once).
                 await asyncio.sleep(0)
-        self.passes += 1
 
     async def _host_passes(self) -> None:
         while True:

@@ -101,7 +101,7 @@ class ImageCache:
         Returns the shas removed. Blobs held by a VM, being pulled, or in keep stay."""
         if not self._max_bytes:
             return []
-        blobs = [(p.stat().st_mtime, p.stat().st_size, p) for p in self._blobs.iterdir() if not p.name.endswith(".part")]
+        blobs = [(st.st_mtime, st.st_size, p) for p in self._blobs.iterdir() if not p.name.endswith(".part") for st in [p.stat()]]
         total = sum(size for _, size, _ in blobs)
         protected = self.in_use() | set(self._pulls) | keep
         removed = []

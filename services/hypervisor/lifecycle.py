@@ -145,11 +145,6 @@ class Agent:
         )
         return self._record
 
-    @property
-    def record(self) -> HypervisorRecord:
-        assert self._record is not None, "prepare() first"
-        return self._record
-
     async def stop(self) -> None:
         for tracked in self._vms.all():
             if tracked.task:
@@ -170,8 +165,7 @@ class Agent:
     def lease_lost(self) -> None:
         """Our lease expired (the host was cut off, or paused) and was granted again: meanwhile
         the reconciler marked our VMs UNKNOWN, so every VM is checked again, settled or not."""
-        self._recheck = True
-        self.request_pass()
+        self._recheck = True  # the HostGroup's full pass, which follows, checks them
 
     async def converge(self, wanted: dict[str, bytes]) -> None:
         """One full pass over what the registry places here (vm id -> placement value, read
@@ -414,7 +408,7 @@ class Agent:
 
     async def _settled_work(self, vm_id: str) -> None:
         """Work on a VM that stays where it is: volumes to attach or detach, a save."""
-        entry = await self._store.get(self._keys.vm(vm_id))
+        entry = await self._commits.get(self._keys.vm(vm_id))
         vm = records.load(VmRecord, entry.value) if entry else None
         if vm is None or vm.power_pending or vm.state not in (VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED):
             return

@@ -8,11 +8,11 @@ files of the version the VM booted, owned by the VM owner's VO, and removed. The
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.digests import sha256_file
 from services.common.errors import FailedPrecondition
 from services.common.identity import Principal
 from services.common.records import ImageRecord, VmRecord
@@ -50,7 +50,7 @@ class DiskSaver:
         copy = request.work_dir / f"save-{request.operation}.qcow2"
         try:
             await self._driver.export_disk(vm.id, request.disk, copy, compress=self._compress)
-            sha256 = await asyncio.to_thread(_sha256, copy)
+            sha256 = await asyncio.to_thread(sha256_file, copy)
             upload = DiskUpload(
                 image=request.image, disk=copy, disk_sha256=sha256, source=request.source,
                 description=f"saved from {vm.name} ({vm.image_version}) by {vm.owner_user}",
@@ -62,9 +62,3 @@ class DiskSaver:
             copy.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -10,7 +10,6 @@ applied. A failure at any step leaves no blob and no version behind.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.common.digests import sha256_file
 from services.common.errors import PermissionDenied, WnodesError, error_from_dict
 from services.common.identity import Principal
 from services.common.records import ImageRecord
@@ -89,14 +89,6 @@ class Step:
     record: ImageRecord | None = None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class CustomizeService:
     """One customisation at a time per imagestore: each runs a QEMU appliance (~0.5 GiB, a CPU)."""
 
@@ -138,7 +130,7 @@ class CustomizeService:
                         getter.cancel()
                 applied = task.result()
                 yield Step("computing the new disk's sha256", 90)
-                sha = await asyncio.to_thread(_sha256, work)
+                sha = await asyncio.to_thread(sha256_file, work)
                 size = work.stat().st_size
                 os.replace(work, self._blobs.root / sha)
             finally:

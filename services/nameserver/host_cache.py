@@ -30,7 +30,6 @@ class HostCache:
         self.hypervisors: dict[str, HypervisorRecord] = {}
         self.usage: dict[str, tuple[HostUsage, Entry]] = {}
         self.index = HostIndex()
-        self._images: dict[str, frozenset[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loaded: set[str] = set()
 
@@ -57,9 +56,6 @@ class HostCache:
         """VMs holding resources on some host (as the usage records say)."""
         return sum(len(usage.vms) for usage, _ in self.usage.values())
 
-    def states(self) -> list[HostState]:
-        return self.index.states()
-
     def note_usage(self, host: str, usage: HostUsage, entry: Entry) -> None:
         """Records a write this replica just made, so its next placement sees it at once."""
         current = self.usage.get(host)
@@ -80,7 +76,7 @@ class HostCache:
                 memory_mib=hv.memory_mib,
                 vcpus_used=usage.vcpus_used,
                 memory_mib_used=usage.memory_mib_used,
-                cached_images=self._images.get(name, frozenset()),
+                cached_images=frozenset(hv.cached_images),
             )
         )
 
@@ -88,10 +84,8 @@ class HostCache:
         name = key.rsplit("/", 1)[-1]
         if deleted:
             self.hypervisors.pop(name, None)
-            self._images.pop(name, None)
         else:
-            hv = self.hypervisors[name] = records.load(HypervisorRecord, value)
-            self._images[name] = frozenset(hv.cached_images)
+            self.hypervisors[name] = records.load(HypervisorRecord, value)
         self._reindex(name)
 
     def _on_usage(self, key: str, value: bytes, deleted: bool, entry: Entry | None) -> None:

@@ -58,7 +58,6 @@ from services.nameserver.volumes import VOLUME_KINDS, VolumeRegistry
 LOG = logging.getLogger(__name__)
 
 PLACEMENT_ATTEMPTS = 8
-# Prefix of the ids of create operations, which are not stored (see _create_operation).
 # Records a user's list examines per call at most (it skips others' VMs without decoding them).
 LIST_SCAN_BUDGET = 5000
 

@@ -9,7 +9,6 @@ small uniform sample among the hosts that have room for its cores (Sparrow's and
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 
 from services.nameserver.scheduling.host_state import HostState
 
@@ -57,9 +56,6 @@ class HostIndex:
 
     def states(self) -> list[HostState]:
         return list(self._hosts.values())
-
-    def names(self) -> Iterable[str]:
-        return self._hosts.keys()
 
     def put(self, host: HostState) -> None:
         old = self._hosts.get(host.name)
