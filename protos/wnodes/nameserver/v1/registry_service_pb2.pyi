@@ -7,5 +7,62 @@ gateway after it authenticated the request.
 """
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ResolveExecTargetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"virtualMachines/{virtual_machine}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveExecTargetRequest: _TypeAlias = ResolveExecTargetRequest  # noqa: Y015
+
+@_typing.final
+class ExecTarget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    HYPERVISOR_FIELD_NUMBER: _builtins.int
+    AGENT_ENDPOINT_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    """The VM's id on its agent ("vm-..."), as the agent's ExecRequest.vm_id wants it."""
+    hypervisor: _builtins.str
+    """"hypervisors/{hypervisor}"."""
+    agent_endpoint: _builtins.str
+    """host:port of the hypervisor agent serving it."""
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        hypervisor: _builtins.str = ...,
+        agent_endpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_endpoint", b"agent_endpoint", "hypervisor", b"hypervisor", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecTarget: _TypeAlias = ExecTarget  # noqa: Y015

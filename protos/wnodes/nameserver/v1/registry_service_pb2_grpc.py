@@ -5,6 +5,7 @@ import warnings
 
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from wnodes.nameserver.v1 import registry_service_pb2 as wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2
 from wnodes.v1 import hypervisor_pb2 as wnodes_dot_v1_dot_hypervisor__pb2
 from wnodes.v1 import hypervisor_service_pb2 as wnodes_dot_v1_dot_hypervisor__service__pb2
 from wnodes.v1 import network_pb2 as wnodes_dot_v1_dot_network__pb2
@@ -212,6 +213,11 @@ class RegistryServiceStub:
                 '/wnodes.nameserver.v1.RegistryService/WaitOperation',
                 request_serializer=google_dot_longrunning_dot_operations__pb2.WaitOperationRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.ResolveExecTarget = channel.unary_unary(
+                '/wnodes.nameserver.v1.RegistryService/ResolveExecTarget',
+                request_serializer=wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2.ResolveExecTargetRequest.SerializeToString,
+                response_deserializer=wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2.ExecTarget.FromString,
                 _registered_method=True)
 
 
@@ -423,6 +429,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveExecTarget(self, request, context):
+        """Where a command for this VM runs, after the farm's checks (the VM is placed, neither
+        stopped nor suspended, and its hypervisor is up). The gateway then streams the command to
+        that agent: the checks live here, not in any front end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -595,6 +610,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.WaitOperation,
                     request_deserializer=google_dot_longrunning_dot_operations__pb2.WaitOperationRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'ResolveExecTarget': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveExecTarget,
+                    request_deserializer=wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2.ResolveExecTargetRequest.FromString,
+                    response_serializer=wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2.ExecTarget.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1515,6 +1535,33 @@ class RegistryService:
             '/wnodes.nameserver.v1.RegistryService/WaitOperation',
             google_dot_longrunning_dot_operations__pb2.WaitOperationRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveExecTarget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wnodes.nameserver.v1.RegistryService/ResolveExecTarget',
+            wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2.ResolveExecTargetRequest.SerializeToString,
+            wnodes_dot_nameserver_dot_v1_dot_registry__service__pb2.ExecTarget.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.longrunning import operations_pb2 as _operations_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
+from wnodes.nameserver.v1 import registry_service_pb2 as _registry_service_pb2
 from wnodes.v1 import hypervisor_pb2 as _hypervisor_pb2
 from wnodes.v1 import hypervisor_service_pb2 as _hypervisor_service_pb2
 from wnodes.v1 import network_pb2 as _network_pb2
@@ -78,6 +79,11 @@ class RegistryServiceStub:
     GetOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]
     WaitOperation: _grpc.UnaryUnaryMultiCallable[_operations_pb2.WaitOperationRequest, _operations_pb2.Operation]
     """Returns when the operation is done or the timeout passes, whichever comes first."""
+    ResolveExecTarget: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ResolveExecTargetRequest, _registry_service_pb2.ExecTarget]
+    """Where a command for this VM runs, after the farm's checks (the VM is placed, neither
+    stopped nor suspended, and its hypervisor is up). The gateway then streams the command to
+    that agent: the checks live here, not in any front end.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -117,6 +123,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     GetOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.GetOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     WaitOperation: _aio.UnaryUnaryMultiCallable[_operations_pb2.WaitOperationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Returns when the operation is done or the timeout passes, whichever comes first."""
+    ResolveExecTarget: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ResolveExecTargetRequest, _registry_service_pb2.ExecTarget]  # type: ignore[assignment]
+    """Where a command for this VM runs, after the farm's checks (the VM is placed, neither
+    stopped nor suspended, and its hypervisor is up). The gateway then streams the command to
+    that agent: the checks live here, not in any front end.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -357,5 +368,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Returns when the operation is done or the timeout passes, whichever comes first."""
+
+    @_abc_1.abstractmethod
+    def ResolveExecTarget(
+        self,
+        request: _registry_service_pb2.ResolveExecTargetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_service_pb2.ExecTarget, _abc.Awaitable[_registry_service_pb2.ExecTarget]]:
+        """Where a command for this VM runs, after the farm's checks (the VM is placed, neither
+        stopped nor suspended, and its hypervisor is up). The gateway then streams the command to
+        that agent: the checks live here, not in any front end.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
