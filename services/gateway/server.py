@@ -1,4 +1,5 @@
-"""Wires the gateway: channels to the internal services -> the public wnodes.v1 servicers."""
+"""Wires the gateway: channels to the internal services -> the core -> its ways in (the public
+wnodes.v1 gRPC services, OCCI)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.longrunning import operations_pb2_grpc
-
 from services.common import config, serve, telemetry
 from services.gateway.auth import TrustedHeaderAuthenticator
-from services.gateway.backends import Backends
-from services.gateway.occi.grpc_backend import GrpcCloudBackend
+from services.gateway.core import GatewayCore
+from services.gateway.internal_channels import InternalChannels
+from services.gateway.occi.core_backend import CoreCloudBackend
 from services.gateway.occi.server import OcciConfig, start_occi
-from services.gateway.servicer import (
-    HypervisorServicer,
-    ImageServicer,
-    NetworkServicer,
-    OperationsServicer,
-    VirtualMachineServicer,
-    VolumeServicer,
-)
-from wnodes.v1 import (
-    hypervisor_service_pb2_grpc,
-    image_service_pb2_grpc,
-    network_service_pb2_grpc,
-    virtual_machine_service_pb2_grpc,
-    volume_service_pb2_grpc,
-)
+from services.gateway.servicer import add_public_services
 
 LOG = logging.getLogger(__name__)
 
@@ -77,25 +63,20 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
 
 async def serve_gateway(cfg: GatewayConfig, stop: asyncio.Event) -> None:
     telemetry.setup("wnodes-gateway")
-    backends = Backends(list(cfg.nameservers), cfg.imagestore)
-    auth = TrustedHeaderAuthenticator()
+    internal = InternalChannels(list(cfg.nameservers), cfg.imagestore)
+    core = GatewayCore(internal)
     server, health, port = await serve.make_server(cfg.listen)
-    virtual_machine_service_pb2_grpc.add_VirtualMachineServiceServicer_to_server(VirtualMachineServicer(backends, auth), server)
-    image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(backends, auth), server)
-    volume_service_pb2_grpc.add_VolumeServiceServicer_to_server(VolumeServicer(backends, auth), server)
-    network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(backends, auth), server)
-    hypervisor_service_pb2_grpc.add_HypervisorServiceServicer_to_server(HypervisorServicer(backends, auth), server)
-    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(backends, auth), server)
+    add_public_services(server, core, TrustedHeaderAuthenticator())
     await server.start()
-    # OCCI is a second front end over the same backends: its handlers make the same calls.
-    occi_runner = await start_occi(cfg.occi, GrpcCloudBackend(backends)) if cfg.occi is not None else None
+    # OCCI is a second way in over the same core.
+    occi_runner = await start_occi(cfg.occi, CoreCloudBackend(core)) if cfg.occi is not None else None
     await serve.set_serving(health)
     LOG.info("gateway serving wnodes.v1 on %s:%d", cfg.listen.rsplit(":", 1)[0], port)
     await stop.wait()
     if occi_runner is not None:
         await occi_runner[0].cleanup()
     await server.stop(grace=2)
-    await backends.close()
+    await internal.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.identity import Principal
-from services.gateway.occi.backend import CloudBackend, Compute, ComputeSpec, NetworkSpec, StorageSpec
+from services.gateway.occi.cloud_backend import CloudBackend, Compute, ComputeSpec, NetworkSpec, StorageSpec
 
 ALICE = Principal("alice", "atlas")
 BOB = Principal("bob", "cms")

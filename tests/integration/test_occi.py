@@ -1,6 +1,6 @@
 """The gateway's OCCI endpoint over the real control plane (3 nameservers on a 3-member etcd,
 simulated hosts): pOCCI, authentication and ownership, the VO's images, JSON schema, fuzzing,
-and the CloudBackend contract for the gRPC backend."""
+and the CloudBackend contract for the core backend."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 
 from clients.wnodes_client import Client
 from deploy.stack.stack import Stack, StackState
-from services.gateway.backends import Backends
-from services.gateway.occi.grpc_backend import GrpcCloudBackend
+from services.gateway.core import GatewayCore
+from services.gateway.internal_channels import InternalChannels
+from services.gateway.occi.core_backend import CoreCloudBackend
 from tests import occi_schema, pocci
 from tests.contract.occi_backend_contract import CloudBackendContract
 from tests.occi_fuzz import FuzzRequest, requests
@@ -222,12 +223,14 @@ async def _session(base: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(base_url=base, skip_auto_headers=["Content-Type"])
 
 
-class TestGrpcCloudBackend(CloudBackendContract):
+class TestCoreCloudBackend(CloudBackendContract):
+    """The contract over real processes (tests/contract runs it in process)."""
+
     @pytest.fixture
-    async def backend(self, fake_stack: Stack) -> AsyncIterator[GrpcCloudBackend]:
+    async def backend(self, fake_stack: Stack) -> AsyncIterator[CoreCloudBackend]:
         state = _state(fake_stack)
         nameservers = [p.endpoint for p in state.procs if p.kind == "nameserver"]
         imagestore = next(p.endpoint for p in state.procs if p.kind == "imagestore")
-        backends = Backends(nameservers, imagestore)
-        yield GrpcCloudBackend(backends)
-        await backends.close()
+        internal = InternalChannels(nameservers, imagestore)
+        yield CoreCloudBackend(GatewayCore(internal))
+        await internal.close()

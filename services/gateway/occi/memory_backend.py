@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from services.common.errors import AlreadyExists, FailedPrecondition, ImageNotFound, InvalidArgument, NoCapacity, NotFound
 from services.common.identity import Principal
-from services.gateway.occi.backend import (
+from services.gateway.occi.cloud_backend import (
     Compute,
     ComputeAction,
     ComputeSpec,

@@ -16,7 +16,7 @@ States (GFD.224 has fewer than the API; the API's state goes into the state mess
 
 from __future__ import annotations
 
-from services.gateway.occi.backend import (
+from services.gateway.occi.cloud_backend import (
     Compute,
     ComputeState,
     LinkState,

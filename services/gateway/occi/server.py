@@ -11,7 +11,7 @@ from aiohttp import web
 
 from services.gateway.occi.app import make_app
 from services.gateway.occi.auth import OcciAuthenticator
-from services.gateway.occi.backend import CloudBackend
+from services.gateway.occi.cloud_backend import CloudBackend
 from services.gateway.occi.service import OcciService
 from services.gateway.occi.site_users import SiteUsers
 from services.gateway.occi.templates import load_sizes

@@ -16,8 +16,8 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.identity import Principal
 from services.gateway.occi import infrastructure as infra
 from services.gateway.occi import locations, views
-from services.gateway.occi.backend import CloudBackend, Compute, ComputeSpec, ImageTemplate, NetworkSpec, StorageSpec
 from services.gateway.occi.categories import Action, Kind, Mixin, Value
+from services.gateway.occi.cloud_backend import CloudBackend, Compute, ComputeSpec, ImageTemplate, NetworkSpec, StorageSpec
 from services.gateway.occi.entities import EntityView
 from services.gateway.occi.model import Model
 from services.gateway.occi.templates import Size, os_tpl

@@ -4,8 +4,8 @@ here is declared by the view's kind or one of its mixins (tests/unit/occi/test_v
 from __future__ import annotations
 
 from services.gateway.occi import infrastructure as infra
-from services.gateway.occi.backend import Compute, Network, NetworkInterface, Storage, StorageLink
 from services.gateway.occi.categories import Mixin, Value
+from services.gateway.occi.cloud_backend import Compute, Network, NetworkInterface, Storage, StorageLink
 from services.gateway.occi.entities import EntityView
 from services.gateway.occi.model import Model
 from services.gateway.occi.templates import os_tpl

@@ -1,6 +1,8 @@
-"""The CloudBackend over the gateway's own channels: every method is one or a few of the calls
-the gRPC servicer forwards (``call(principal, backends.registry.<Method>, request)``), with the
-caller's Principal, so ownership is enforced where it always is: in the nameservers.
+"""OCCI's CloudBackend over the gateway core: every method is one or a few public wnodes.v1
+calls (``core.call(principal, "<Method>", request)``), with the caller's Principal, so that OCCI
+goes through the same authorisation as every other way in and ownership is enforced where it
+always is: in the nameservers. No farm rule is repeated here: what a state forbids, which
+hypervisor a compute with storage must run on, which device a disk gets, the nameservers decide.
 
 OCCI answers synchronously, the API partly with operations. Where the answer depends on the
 outcome (attach, detach, a power action, save, delete), the backend waits on the operation the
@@ -16,20 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import grpc
 from google.longrunning import operations_pb2
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, empty_pb2
 from google.protobuf.message import Message
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, VirtualMachineNotFound
-from services.common.grpc_errors import downstream_error, status_to_error
+from services.common.errors import InvalidArgument, NotFound, Unavailable, VirtualMachineNotFound
+from services.common.grpc_errors import status_to_error
 from services.common.identity import Principal
-from services.gateway.backends import CALL_TIMEOUT, Backends, call
+from services.gateway.core import GatewayCore
 from services.gateway.occi import proto_convert as pc
-from services.gateway.occi.backend import (
+from services.gateway.occi.cloud_backend import (
     Compute,
     ComputeAction,
     ComputeSpec,
@@ -56,7 +56,6 @@ LOG = logging.getLogger(__name__)
 PAGE = 1000
 WAIT_CHUNK = 30.0
 """Seconds of one WaitOperation call (the nameservers hold it until the operation is done)."""
-T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 VM = virtual_machine_pb2.VirtualMachine
 vms = virtual_machine_service_pb2
@@ -64,20 +63,16 @@ _ALLOCATIONS = {"": network_pb2.Network.Allocation.DYNAMIC, "dynamic": network_p
                 "static": network_pb2.Network.Allocation.STATIC}
 
 
-class GrpcCloudBackend:
-    def __init__(self, backends: Backends, operation_wait: float = 60.0) -> None:
-        self._b = backends
+class CoreCloudBackend:
+    def __init__(self, core: GatewayCore, operation_wait: float = 60.0) -> None:
+        self._core = core
         self._wait_for = operation_wait
         """Seconds a request waits for the operation it started before answering with the state so far."""
 
     # --- plumbing --------------------------------------------------------------------------
 
-    async def _call(self, principal: Principal, fn: Callable[..., Awaitable[T]], request: Message,
-                    timeout: float = CALL_TIMEOUT) -> T:
-        try:
-            return await call(principal, fn, request, timeout)
-        except grpc.aio.AioRpcError as err:
-            raise downstream_error(err) from err
+    async def _call(self, principal: Principal, method: str, request: Message, response_type: type[M]) -> M:
+        return await self._core.call_as(principal, method, request, response_type)
 
     async def _wait(self, principal: Principal, op: operations_pb2.Operation, seconds: float | None = None) -> operations_pb2.Operation:
         """The operation once done, or as it stands after ``seconds``; its error is raised."""
@@ -86,7 +81,7 @@ class GrpcCloudBackend:
         while not op.done and (left := deadline - loop.time()) > 0:
             chunk = min(left, WAIT_CHUNK)
             request = operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=max(1, round(chunk))))
-            op = await self._call(principal, self._b.registry.WaitOperation, request, timeout=chunk + 10)
+            op = await self._call(principal, "WaitOperation", request, operations_pb2.Operation)
         if op.done and op.HasField("error"):
             raise status_to_error(op.error)
         return op
@@ -105,7 +100,7 @@ class GrpcCloudBackend:
         token = ""
         while True:
             request = image_service_pb2.ListImageVersionsRequest(page_size=PAGE, page_token=token)
-            response = await self._call(principal, self._b.imagestore.ListImageVersions, request)
+            response = await self._call(principal, "ListImageVersions", request, image_service_pb2.ListImageVersionsResponse)
             for v in response.image_versions:
                 if v.state != image_pb2.ImageVersion.State.AVAILABLE:
                     continue
@@ -120,37 +115,23 @@ class GrpcCloudBackend:
     # --- compute ---------------------------------------------------------------------------
 
     async def create_compute(self, principal: Principal, spec: ComputeSpec) -> Compute:
+        """Storage linked at create is named in the VM's volumes: the nameservers check it is
+        free and pin the VM to the hypervisor holding its data; OCCI attaches it afterwards."""
         labels = {k: v for k, v in ((pc.TITLE_LABEL, spec.title), (pc.SUMMARY_LABEL, spec.summary),
                                     (pc.RESOURCE_TPL_LABEL, spec.resource_tpl)) if v}
-        vm = VM(image=f"images/{spec.image}", vcpu_count=spec.cores, memory_mib=spec.memory_mib, labels=labels,
-                pinned_hypervisor=await self._host_of(principal, spec.storage_ids))
+        volumes = [virtual_machine_pb2.VolumeAttachment(volume=f"volumes/{storage_id}") for storage_id in spec.storage_ids]
+        vm = VM(image=f"images/{spec.image}", vcpu_count=spec.cores, memory_mib=spec.memory_mib, labels=labels, volumes=volumes)
         request = vms.CreateVirtualMachineRequest(virtual_machine=vm, request_id=uuid.uuid4().hex,
                                                   ssh_public_keys=spec.ssh_public_keys, user_data=spec.user_data)
-        op = await self._call(principal, self._b.registry.CreateVirtualMachine, request)
+        op = await self._call(principal, "CreateVirtualMachine", request, operations_pb2.Operation)
         created = self._payload(op, VM)
         if created is None:
             raise Unavailable(f"{op.name} carries no virtual machine")
         return pc.compute_from_vm(created)
 
-    async def _host_of(self, principal: Principal, storage_ids: list[str]) -> str:
-        """The hypervisor holding the data of these volumes ("" if none has any yet): a VM that
-        is to have them must run there, as this deployment has no shared storage."""
-        hosts = set()
-        for storage_id in storage_ids:
-            volume = await self._volume(principal, storage_id)
-            if volume.attachments:
-                raise FailedPrecondition(f"{volume.name} is attached to {volume.attachments[0].virtual_machine}: detach it first "
-                                         "(a volume is attached to one VM at a time)", reason="VOLUME_ATTACHED")
-            if volume.hypervisor:
-                hosts.add(volume.hypervisor)
-        if len(hosts) > 1:
-            raise FailedPrecondition(f"the storage lives on {' and '.join(sorted(hosts))} (this deployment has no shared storage): "
-                                     "one compute cannot have it all", reason="VOLUME_ON_OTHER_HYPERVISOR")
-        return hosts.pop() if hosts else ""
-
     async def _vm(self, principal: Principal, compute_id: str) -> virtual_machine_pb2.VirtualMachine:
         request = vms.GetVirtualMachineRequest(name=f"virtualMachines/{compute_id}")
-        vm = await self._call(principal, self._b.registry.GetVirtualMachine, request)
+        vm = await self._call(principal, "GetVirtualMachine", request, VM)
         if pc.is_deleting(vm):  # for OCCI a deleted compute is gone at once
             raise VirtualMachineNotFound(f"virtualMachines/{compute_id} does not exist")
         return vm
@@ -176,7 +157,7 @@ class GrpcCloudBackend:
         out, token = [], ""
         while True:
             request = vms.ListVirtualMachinesRequest(page_size=PAGE, page_token=token)
-            response = await self._call(principal, self._b.registry.ListVirtualMachines, request)
+            response = await self._call(principal, "ListVirtualMachines", request, vms.ListVirtualMachinesResponse)
             out += [vm for vm in response.virtual_machines if not pc.is_deleting(vm)]
             token = response.next_page_token
             if not token:
@@ -193,13 +174,13 @@ class GrpcCloudBackend:
         update = VM(name=vm.name, labels=labels, etag=vm.etag)
         request = vms.UpdateVirtualMachineRequest(virtual_machine=update)
         request.update_mask.paths.append("labels")
-        return pc.compute_from_vm(await self._call(principal, self._b.registry.UpdateVirtualMachine, request))
+        return pc.compute_from_vm(await self._call(principal, "UpdateVirtualMachine", request, VM))
 
     async def delete_compute(self, principal: Principal, compute_id: str) -> None:
         """Waits for the teardown, so that its storage is detached and free when this returns."""
         vm = await self._vm(principal, compute_id)
         request = vms.DeleteVirtualMachineRequest(name=vm.name, request_id=uuid.uuid4().hex)
-        op = await self._call(principal, self._b.registry.DeleteVirtualMachine, request)
+        op = await self._call(principal, "DeleteVirtualMachine", request, operations_pb2.Operation)
         try:
             await self._wait(principal, op)
         except NotFound:
@@ -210,15 +191,14 @@ class GrpcCloudBackend:
         has no "booting" state, so an action on a compute still starting waits for its boot (up
         to ``operation_wait``; after that the API's FAILED_PRECONDITION says it is starting)."""
         vm = await self._settled_vm(principal, compute_id)
-        registry = self._b.registry
         if action == "start":
-            started = self._call(principal, registry.StartVirtualMachine, vms.StartVirtualMachineRequest(name=vm.name))
+            started = self._call(principal, "StartVirtualMachine", vms.StartVirtualMachineRequest(name=vm.name), operations_pb2.Operation)
         elif action == "stop":
-            started = self._call(principal, registry.StopVirtualMachine, vms.StopVirtualMachineRequest(name=vm.name))
+            started = self._call(principal, "StopVirtualMachine", vms.StopVirtualMachineRequest(name=vm.name), operations_pb2.Operation)
         elif action == "restart":
-            started = self._call(principal, registry.RestartVirtualMachine, vms.RestartVirtualMachineRequest(name=vm.name))
+            started = self._call(principal, "RestartVirtualMachine", vms.RestartVirtualMachineRequest(name=vm.name), operations_pb2.Operation)
         else:
-            started = self._call(principal, registry.SuspendVirtualMachine, vms.SuspendVirtualMachineRequest(name=vm.name))
+            started = self._call(principal, "SuspendVirtualMachine", vms.SuspendVirtualMachineRequest(name=vm.name), operations_pb2.Operation)
         op = await self._wait(principal, await started)
         changed = self._payload(op, VM)
         return pc.compute_from_vm(changed) if changed is not None else await self.get_compute(principal, compute_id)
@@ -226,7 +206,7 @@ class GrpcCloudBackend:
     async def save_compute(self, principal: Principal, compute_id: str, image: str) -> ImageTemplate:
         vm = await self._vm(principal, compute_id)
         request = vms.SaveVirtualMachineRequest(name=vm.name, image_name=image)
-        op = await self._wait(principal, await self._call(principal, self._b.registry.SaveVirtualMachine, request))
+        op = await self._wait(principal, await self._call(principal, "SaveVirtualMachine", request, operations_pb2.Operation))
         if not op.done:
             return ImageTemplate(image, f"being saved from {vm.name} ({op.name})")
         version = self._payload(op, image_pb2.ImageVersion)
@@ -237,11 +217,11 @@ class GrpcCloudBackend:
     async def create_storage(self, principal: Principal, spec: StorageSpec) -> Storage:
         request = volume_service_pb2.CreateVolumeRequest(volume=volume_pb2.Volume(title=spec.title, size_gib=spec.size_gib),
                                                          request_id=uuid.uuid4().hex)
-        return pc.storage_from_volume(await self._call(principal, self._b.registry.CreateVolume, request))
+        return pc.storage_from_volume(await self._call(principal, "CreateVolume", request, volume_pb2.Volume))
 
     async def _volume(self, principal: Principal, storage_id: str) -> volume_pb2.Volume:
         request = volume_service_pb2.GetVolumeRequest(name=f"volumes/{storage_id}")
-        return await self._call(principal, self._b.registry.GetVolume, request)
+        return await self._call(principal, "GetVolume", request, volume_pb2.Volume)
 
     async def get_storage(self, principal: Principal, storage_id: str) -> Storage:
         return pc.storage_from_volume(await self._volume(principal, storage_id))
@@ -251,7 +231,7 @@ class GrpcCloudBackend:
         token = ""
         while True:
             request = volume_service_pb2.ListVolumesRequest(page_size=PAGE, page_token=token)
-            response = await self._call(principal, self._b.registry.ListVolumes, request)
+            response = await self._call(principal, "ListVolumes", request, volume_service_pb2.ListVolumesResponse)
             out += response.volumes
             token = response.next_page_token
             if not token:
@@ -261,14 +241,14 @@ class GrpcCloudBackend:
         return [pc.storage_from_volume(v) for v in await self._volumes(principal)]
 
     async def delete_storage(self, principal: Principal, storage_id: str) -> None:
-        await self._call(principal, self._b.registry.DeleteVolume, volume_service_pb2.DeleteVolumeRequest(name=f"volumes/{storage_id}"))
+        await self._call(principal, "DeleteVolume", volume_service_pb2.DeleteVolumeRequest(name=f"volumes/{storage_id}"), empty_pb2.Empty)
 
     async def set_storage_online(self, principal: Principal, storage_id: str, online: bool) -> Storage:
         name = f"volumes/{storage_id}"
         if online:
-            volume = await self._call(principal, self._b.registry.OnlineVolume, volume_service_pb2.OnlineVolumeRequest(name=name))
+            volume = await self._call(principal, "OnlineVolume", volume_service_pb2.OnlineVolumeRequest(name=name), volume_pb2.Volume)
         else:
-            volume = await self._call(principal, self._b.registry.OfflineVolume, volume_service_pb2.OfflineVolumeRequest(name=name))
+            volume = await self._call(principal, "OfflineVolume", volume_service_pb2.OfflineVolumeRequest(name=name), volume_pb2.Volume)
         return pc.storage_from_volume(volume)
 
     # --- network (NetworkService) ----------------------------------------------------------
@@ -279,18 +259,18 @@ class GrpcCloudBackend:
         network = network_pb2.Network(title=spec.title, vlan=spec.vlan or 0, cidr=spec.address, gateway=spec.gateway,
                                       allocation=_ALLOCATIONS[spec.allocation])
         request = network_service_pb2.CreateNetworkRequest(network=network, request_id=uuid.uuid4().hex)
-        return pc.network_from_proto(await self._call(principal, self._b.registry.CreateNetwork, request))
+        return pc.network_from_proto(await self._call(principal, "CreateNetwork", request, network_pb2.Network))
 
     async def get_network(self, principal: Principal, network_id: str) -> Network:
         request = network_service_pb2.GetNetworkRequest(name=f"networks/{network_id}")
-        return pc.network_from_proto(await self._call(principal, self._b.registry.GetNetwork, request))
+        return pc.network_from_proto(await self._call(principal, "GetNetwork", request, network_pb2.Network))
 
     async def list_networks(self, principal: Principal) -> list[Network]:
         out: list[Network] = []
         token = ""
         while True:
             request = network_service_pb2.ListNetworksRequest(page_size=PAGE, page_token=token)
-            response = await self._call(principal, self._b.registry.ListNetworks, request)
+            response = await self._call(principal, "ListNetworks", request, network_service_pb2.ListNetworksResponse)
             out += [pc.network_from_proto(n) for n in response.networks]
             token = response.next_page_token
             if not token:
@@ -298,14 +278,14 @@ class GrpcCloudBackend:
 
     async def delete_network(self, principal: Principal, network_id: str) -> None:
         request = network_service_pb2.DeleteNetworkRequest(name=f"networks/{network_id}")
-        await self._call(principal, self._b.registry.DeleteNetwork, request)
+        await self._call(principal, "DeleteNetwork", request, empty_pb2.Empty)
 
     async def set_network_up(self, principal: Principal, network_id: str, up: bool) -> Network:
         name = f"networks/{network_id}"
         if up:
-            network = await self._call(principal, self._b.registry.UpNetwork, network_service_pb2.UpNetworkRequest(name=name))
+            network = await self._call(principal, "UpNetwork", network_service_pb2.UpNetworkRequest(name=name), network_pb2.Network)
         else:
-            network = await self._call(principal, self._b.registry.DownNetwork, network_service_pb2.DownNetworkRequest(name=name))
+            network = await self._call(principal, "DownNetwork", network_service_pb2.DownNetworkRequest(name=name), network_pb2.Network)
         return pc.network_from_proto(network)
 
     # --- links -----------------------------------------------------------------------------
@@ -313,7 +293,7 @@ class GrpcCloudBackend:
     async def attach_storage(self, principal: Principal, compute_id: str, storage_id: str, device: str = "") -> StorageLink:
         vm = await self._settled_vm(principal, compute_id)
         request = volume_service_pb2.AttachVolumeRequest(volume=f"volumes/{storage_id}", virtual_machine=vm.name, device=device)
-        op = await self._wait(principal, await self._call(principal, self._b.registry.AttachVolume, request))
+        op = await self._wait(principal, await self._call(principal, "AttachVolume", request, operations_pb2.Operation))
         volume = self._payload(op, volume_pb2.Volume) or await self._volume(principal, storage_id)
         for link in pc.storage_links_of(volume):
             if link.compute_id == compute_id:
@@ -332,7 +312,7 @@ class GrpcCloudBackend:
         if link_id not in {link.id for link in pc.storage_links_of(volume)}:
             raise NotFound(f"storage link {link_id} does not exist")
         request = volume_service_pb2.DetachVolumeRequest(volume=volume.name, virtual_machine=f"virtualMachines/{compute_id}")
-        await self._wait(principal, await self._call(principal, self._b.registry.DetachVolume, request))
+        await self._wait(principal, await self._call(principal, "DetachVolume", request, operations_pb2.Operation))
 
     async def create_network_interface(
         self, principal: Principal, compute_id: str, network_id: str, address: str = ""
@@ -340,7 +320,7 @@ class GrpcCloudBackend:
         vm = await self._vm(principal, compute_id)
         nic = network_pb2.NetworkInterface(virtual_machine=vm.name, network=f"networks/{network_id}", ip_address=address)
         request = network_service_pb2.CreateNetworkInterfaceRequest(network_interface=nic, request_id=uuid.uuid4().hex)
-        created = await self._call(principal, self._b.registry.CreateNetworkInterface, request)
+        created = await self._call(principal, "CreateNetworkInterface", request, network_pb2.NetworkInterface)
         return next(n for n in await self._interfaces(principal, vm.name) if n.id == pc.short_id(created.name))
 
     async def list_network_interfaces(self, principal: Principal) -> list[NetworkInterface]:
@@ -351,7 +331,7 @@ class GrpcCloudBackend:
         token = ""
         while True:
             request = network_service_pb2.ListNetworkInterfacesRequest(page_size=PAGE, page_token=token, virtual_machine=vm_name)
-            response = await self._call(principal, self._b.registry.ListNetworkInterfaces, request)
+            response = await self._call(principal, "ListNetworkInterfaces", request, network_service_pb2.ListNetworkInterfacesResponse)
             found += response.network_interfaces
             token = response.next_page_token
             if not token:
@@ -367,4 +347,4 @@ class GrpcCloudBackend:
 
     async def delete_network_interface(self, principal: Principal, interface_id: str) -> None:
         request = network_service_pb2.DeleteNetworkInterfaceRequest(name=f"networkInterfaces/{interface_id}")
-        await self._call(principal, self._b.registry.DeleteNetworkInterface, request)
+        await self._call(principal, "DeleteNetworkInterface", request, empty_pb2.Empty)

@@ -1,8 +1,9 @@
-"""What the OCCI front end needs from the rest of WNoDeS: a small interface in OCCI-neutral,
-protobuf-free terms, with two implementations - ``grpc_backend.GrpcCloudBackend`` (the same
-calls the gRPC servicer makes) and ``memory_backend.MemoryCloudBackend`` (tests, fuzzing).
+"""The OCCI side's port: what the OCCI front end needs from the rest of WNoDeS, a small interface
+in OCCI-neutral, protobuf-free terms. Its one implementation, ``core_backend.CoreCloudBackend``,
+makes public wnodes.v1 calls through the gateway core.
 
-Contract (checked by tests/contract/occi_backend_contract.py for both):
+Contract (tests/contract/occi_backend_contract.py, run on the in-process control plane in
+tests/contract and over real processes in tests/integration/test_occi.py):
 - every call acts for ``principal`` only: another owner's resource raises ``NotFound``, exactly
   as a missing one does;
 - a failed create leaves nothing behind;
@@ -51,8 +52,8 @@ class ComputeSpec:
     ssh_public_keys: list[str] = field(default_factory=list)
     user_data: bytes = b""
     storage_ids: list[str] = field(default_factory=list)
-    """Storage it is created linked to: it must be free, and a backend whose storage lives on one
-    host (no shared storage) places the compute there."""
+    """Storage it is created linked to: it must be free, and the compute is placed on the host
+    holding its data (this deployment has no shared storage)."""
 
 
 @dataclass

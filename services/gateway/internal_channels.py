@@ -1,4 +1,9 @@
-"""The gateway's channels to internal services, with retries that are safe to make.
+"""The gateway's gRPC channels to the internal services, and the retries that are safe to make.
+
+``InternalServices`` is what the gateway core needs: a registry stub (the nameservers), an
+imagestore stub and an agent stub per endpoint. ``InternalChannels`` gives them over real
+channels; the in-process control plane (services/testing/control_plane.py) gives the same stubs
+over a local channel, so the core runs unchanged on either.
 
 The nameserver replicas sit behind one round-robin channel: when a replica dies, calls move to
 the others. A call that failed with UNAVAILABLE is retried on another replica; creates carry a
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -35,20 +40,41 @@ OPTIONS = [
 ]
 
 
+class InternalServices(Protocol):
+    """Stubs of the internal services, however they are reached."""
+
+    @property
+    def registry(self) -> registry_service_pb2_grpc.RegistryServiceAsyncStub: ...
+    @property
+    def imagestore(self) -> imagestore_service_pb2_grpc.ImagestoreServiceAsyncStub: ...
+    def agent(self, endpoint: str) -> agent_service_pb2_grpc.AgentServiceAsyncStub: ...
+    async def close(self) -> None: ...
+
+
 def _target(endpoints: list[str]) -> str:
     return "ipv4:" + ",".join(endpoints)
 
 
-class Backends:
+class InternalChannels:
+    """``InternalServices`` over gRPC channels (one balanced over the nameserver replicas)."""
+
     def __init__(self, nameservers: list[str], imagestore: str) -> None:
         interceptors = telemetry.client_interceptors()
         self._ns_channel = grpc.aio.insecure_channel(_target(nameservers), options=OPTIONS, interceptors=interceptors)
-        self.registry = registry_service_pb2_grpc.RegistryServiceStub(self._ns_channel)
+        self._registry = registry_service_pb2_grpc.RegistryServiceStub(self._ns_channel)
         self._is_channel = grpc.aio.insecure_channel(imagestore, options=OPTIONS, interceptors=interceptors)
-        self.imagestore = imagestore_service_pb2_grpc.ImagestoreServiceStub(self._is_channel)
-        self._agents: dict[str, tuple[grpc.aio.Channel, agent_service_pb2_grpc.AgentServiceStub]] = {}
+        self._imagestore = imagestore_service_pb2_grpc.ImagestoreServiceStub(self._is_channel)
+        self._agents: dict[str, tuple[grpc.aio.Channel, agent_service_pb2_grpc.AgentServiceAsyncStub]] = {}
 
-    def agent(self, endpoint: str) -> agent_service_pb2_grpc.AgentServiceStub:
+    @property
+    def registry(self) -> registry_service_pb2_grpc.RegistryServiceAsyncStub:
+        return self._registry
+
+    @property
+    def imagestore(self) -> imagestore_service_pb2_grpc.ImagestoreServiceAsyncStub:
+        return self._imagestore
+
+    def agent(self, endpoint: str) -> agent_service_pb2_grpc.AgentServiceAsyncStub:
         if endpoint not in self._agents:
             channel = grpc.aio.insecure_channel(endpoint, options=OPTIONS, interceptors=telemetry.client_interceptors())
             self._agents[endpoint] = (channel, agent_service_pb2_grpc.AgentServiceStub(channel))
