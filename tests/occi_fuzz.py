@@ -1,5 +1,7 @@
 """Hypothesis strategies for OCCI requests: random and mutated renderings. Shared by the fuzz
-test over the in-memory backend and the one against a real gateway."""
+test over the in-process control plane and the one against a real gateway. Renderings and paths
+name a compute ``COMPUTE_ID`` and a storage ``STORAGE_ID``: a test that made real ones swaps
+their ids in (``FuzzRequest.naming``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from tests.occi_helpers import INFRA, category, plain
 
 HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
+COMPUTE_ID, STORAGE_ID = "vm-000001", "vol-000002"
 RESOURCE_TPL = "http://schemas.wnodes.infn.it/occi/infrastructure/resource_tpl#"
 
 VALID_BODIES = [
@@ -45,6 +48,12 @@ class FuzzRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+
+    def naming(self, compute_id: str, storage_id: str) -> FuzzRequest:
+        """The same request about these entities instead of COMPUTE_ID and STORAGE_ID."""
+        def swap(text: str) -> str:
+            return text.replace(COMPUTE_ID, compute_id).replace(STORAGE_ID, storage_id)
+        return FuzzRequest(self.method, swap(self.path), self.headers, swap(self.body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape"))
 
 
 @st.composite

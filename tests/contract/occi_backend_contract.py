@@ -1,7 +1,7 @@
-"""The CloudBackend contract (services/gateway/occi/backend.py), one suite for every
-implementation: subclass ``CloudBackendContract`` and provide the ``backend`` fixture. Both the
-in-memory backend (tests/contract) and the gRPC one over the real control plane
-(tests/integration/test_occi.py) run all of it."""
+"""The CloudBackend contract (services/gateway/occi/cloud_backend.py): subclass
+``CloudBackendContract`` and provide the ``backend`` fixture. Its one implementation, over the
+gateway core, runs all of it twice: on the in-process control plane (tests/contract) and over
+real processes (tests/integration/test_occi.py)."""
 
 from __future__ import annotations
 

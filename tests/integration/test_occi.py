@@ -89,7 +89,7 @@ async def test_pocci_against_the_gateway(fake_stack: Stack, mime: str) -> None:
 
 
 async def test_pocci_optional_tests_against_the_gateway(fake_stack: Stack) -> None:
-    """The three tests pOCCI skips by default, as over the in-memory backend: INFRA/CREATE/005
+    """The three tests pOCCI skips by default, as in process (test_occi_pocci_inprocess.py): INFRA/CREATE/005
     creates a compute with a storage link and a network interface inline (the gateway waits for
     the VM to boot before it attaches the disk); CORE/CREATE/001 sends
     occi.compute.architecture="arch", outside the spec's enum {x86, x64}, and gets a 400."""

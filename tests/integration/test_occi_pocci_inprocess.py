@@ -1,5 +1,6 @@
-"""pOCCI, the OCCI compliance suite, against the OCCI server over the in-memory backend: the
-whole protocol, independent of what the control plane offers yet."""
+"""pOCCI, the OCCI compliance suite, against the OCCI server over the real path in one process
+(OCCI -> gateway core -> services/testing/control_plane.py): the whole protocol, without the
+processes and etcd of tests/integration/test_occi.py."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from services.testing.control_plane import control_plane
 from tests import pocci
-from tests.occi_helpers import memory_app
+from tests.occi_helpers import occi_app
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def endpoint(tmp_path: Path) -> AsyncIterator[str]:
-    runner = web.AppRunner(memory_app(tmp_path))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    await runner.cleanup()
+    async with control_plane(tmp_path / "plane") as plane:
+        runner = web.AppRunner(occi_app(tmp_path, plane))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize("mime", ["text/plain", "text/occi"])

@@ -59,6 +59,7 @@ WAIT_CHUNK = 30.0
 M = TypeVar("M", bound=Message)
 VM = virtual_machine_pb2.VirtualMachine
 vms = virtual_machine_service_pb2
+_NAMES_FROM_ATTRIBUTES = frozenset({"CreateVirtualMachine", "CreateVolume", "CreateNetwork", "SaveVirtualMachine"})
 _ALLOCATIONS = {"": network_pb2.Network.Allocation.DYNAMIC, "dynamic": network_pb2.Network.Allocation.DYNAMIC,
                 "static": network_pb2.Network.Allocation.STATIC}
 
@@ -72,7 +73,15 @@ class CoreCloudBackend:
     # --- plumbing --------------------------------------------------------------------------
 
     async def _call(self, principal: Principal, method: str, request: Message, response_type: type[M]) -> M:
-        return await self._core.call_as(principal, method, request, response_type)
+        try:
+            return await self._core.call_as(principal, method, request, response_type)
+        except InvalidArgument as exc:
+            # OCCI locations are opaque: one whose id the API cannot even parse names nothing
+            # (404), as a well-formed id of nothing does. Names OCCI makes from attributes
+            # (an image to save as, a create's fields) keep their 400.
+            if exc.reason == "INVALID_NAME" and method not in _NAMES_FROM_ATTRIBUTES:
+                raise NotFound(exc.message) from exc
+            raise
 
     async def _wait(self, principal: Principal, op: operations_pb2.Operation, seconds: float | None = None) -> operations_pb2.Operation:
         """The operation once done, or as it stands after ``seconds``; its error is raised."""

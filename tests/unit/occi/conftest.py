@@ -6,11 +6,19 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.occi_helpers import memory_app
+from services.testing.control_plane import ControlPlane, control_plane
+from tests.occi_helpers import occi_app
 
 
 @pytest.fixture
-async def occi(tmp_path: Path) -> AsyncIterator[TestClient]:
-    """The OCCI app over the in-memory backend; users alice (atlas) and bob (cms)."""
-    async with TestClient(TestServer(memory_app(tmp_path))) as client:
+async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    """The whole control plane in process: nameserver, imagestore, two simulated hosts."""
+    async with control_plane(tmp_path / "plane") as plane:
+        yield plane
+
+
+@pytest.fixture
+async def occi(tmp_path: Path, plane: ControlPlane) -> AsyncIterator[TestClient]:
+    """The OCCI app over the gateway core and ``plane``; users alice (atlas) and bob (cms)."""
+    async with TestClient(TestServer(occi_app(tmp_path, plane))) as client:
         yield client

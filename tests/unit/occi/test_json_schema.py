@@ -12,7 +12,7 @@ from services.gateway.occi import infrastructure as infra
 from services.gateway.occi.model import Model
 from services.gateway.occi.templates import DEFAULT_SIZES
 from tests import occi_schema
-from tests.occi_helpers import ALICE, INFRA, category, plain
+from tests.occi_helpers import ALICE, INFRA, SSH_KEY, category, plain, until_active
 
 JSON = {**ALICE, "Accept": "application/occi+json"}
 
@@ -26,9 +26,13 @@ async def _seed(occi: TestClient) -> dict[str, str]:
     storage = await make("/storage/", plain(category("storage"), "X-OCCI-Attribute: occi.storage.size=2", 'X-OCCI-Attribute: occi.core.title="disk"'))
     network = await make("/network/", plain(category("network"), 'Category: ipnetwork; scheme="http://schemas.ogf.org/occi/infrastructure/network#"; class="mixin"',
                                             "X-OCCI-Attribute: occi.network.vlan=12", 'X-OCCI-Attribute: occi.network.address="10.1.0.0/24"'))
+    # with a key, so that the running compute offers SSH access (ssh_access)
     compute = await make("/compute/", plain(category("compute"), 'X-OCCI-Attribute: occi.core.summary="s"',
+                                            'Category: ssh_key; scheme="http://schemas.ogf.org/occi/infrastructure/credentials#"; class="mixin"',
+                                            f'X-OCCI-Attribute: occi.credentials.ssh.publickey="{SSH_KEY}"',
                                             f'Link: <{storage}>; rel="{INFRA}storage"; category="{INFRA}storagelink"',
                                             f'Link: <{network}>; rel="{INFRA}network"; category="{INFRA}networkinterface"'))
+    await until_active(occi, compute)
     storagelink = URL((await (await occi.get("/storagelink/", headers={**ALICE, "Accept": "text/uri-list"})).text()).split()[0]).path
     nic = URL((await (await occi.get("/networkinterface/", headers={**ALICE, "Accept": "text/uri-list"})).text()).split()[0]).path
     return {"compute": compute, "storage": storage, "network": network, "storagelink": storagelink, "networkinterface": nic}

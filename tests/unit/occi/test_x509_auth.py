@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.gateway.occi.memory_backend import MemoryCloudBackend
+from services.gateway.occi.core_backend import CoreCloudBackend
 from services.gateway.occi.server import OcciConfig, start_occi
 from services.gateway.occi.site_users import write_user_file
+from services.testing.control_plane import ControlPlane
 from tests.occi_helpers import ALICE, category, plain
 
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
@@ -70,7 +71,7 @@ ALICE_DN = _name((NameOID.DOMAIN_COMPONENT, "org"), (NameOID.DOMAIN_COMPONENT, "
 
 
 @pytest.fixture
-async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+async def tls_server(tmp_path: Path, plane: ControlPlane) -> AsyncIterator[tuple[str, Path]]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name((NameOID.ORGANIZATION_NAME, "WNoDeS test CA"))
     ca = _cert(ca_name, ca_name, ca_key, ca_key, ca=True)
@@ -91,7 +92,7 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     (tmp_path / "eve.pem").write_bytes(_pem(eve, eve_key))
     write_user_file(tmp_path / "users.toml", [("alice", "atlas", "alice-secret", "/DC=org/DC=wnodes/CN=Alice")], rounds=4)
     cfg = OcciConfig("127.0.0.1:0", tmp_path / "users.toml", None, tmp_path / "server.pem", tmp_path / "server.pem", tmp_path / "ca")
-    runner, url = await start_occi(cfg, MemoryCloudBackend())
+    runner, url = await start_occi(cfg, CoreCloudBackend(plane.core))
     yield url, tmp_path
     await runner.cleanup()
 
