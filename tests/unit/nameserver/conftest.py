@@ -108,7 +108,7 @@ async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
     await store.put(keys.image_version("tiny", 1), records.dump(ImageRecord("tiny", 1, "wnodes")))
     hosts = HostCache(store, keys)
     await hosts.start()
-    await hosts.wait_ready()
+    await eventually(lambda: _true(len(hosts._loaded) == 2))  # wait_ready polls every 50 ms: too slow here
     registry = Registry(store, keys, Scheduler(SchedulerConfig()), hosts)
     farm = Farm(store, keys, registry, hosts, tmp_path)
     try:

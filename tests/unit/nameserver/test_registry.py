@@ -189,7 +189,7 @@ async def test_stop_start_suspend_resume_each_done_when_the_agent_applied_it(far
     ]:
         # Execute
         view = await farm.registry.power_action(vm.id, ALICE, action)
-        assert not view.done, action
+        assert not (await farm.registry.operations.get(view.op.name, ALICE)).done, action
         await farm.converge()
         # Assert
         done = await farm.registry.operations.get(view.op.name, ALICE)
