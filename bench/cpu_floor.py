@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.memory import cpu_by_process, self_cpu_seconds
 from deploy.stack.stack import StackState
-from services.common.store import Compare, EtcdStore, Put
+from services.common.etcd_store import EtcdStore
+from services.common.store import Compare, Put
 
 # Sizes of what a placement writes (measured from records.dump of a VM, its host's usage and
 # the four small keys), so the transaction costs etcd what a real one does.

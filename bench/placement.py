@@ -14,8 +14,9 @@ import grpc
 from bench.memory import cpu_by_process, rss_by_process
 from bench.stats import percentile
 from deploy.stack.stack import Stack, StackState
+from services.common.etcd_store import EtcdStore
 from services.common.identity import Principal
-from services.common.store import Compare, EtcdStore, Put
+from services.common.store import Compare, Put
 from wnodes.v1 import virtual_machine_pb2, virtual_machine_service_pb2, virtual_machine_service_pb2_grpc
 
 

@@ -41,8 +41,8 @@ from bench import cpu_floor, placement
 from bench.memory import cpu_by_process, rss_by_process, self_cpu_seconds
 from bench.stats import percentile
 from deploy.stack.stack import Stack, StackState
+from services.common.etcd_store import EtcdStore
 from services.common.identity import Principal
-from services.common.store import EtcdStore
 from wnodes.v1 import (
     hypervisor_service_pb2,
     hypervisor_service_pb2_grpc,

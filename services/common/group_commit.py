@@ -3,7 +3,7 @@
 Every etcd request costs a round trip, a gRPC call on both sides and, for a write, a raft entry
 replicated to every member and written to its log. Under load most of a placement's CPU was
 that per-request cost, not the work. ``GroupCommit`` queues the transactions callers hand it and
-sends those that are waiting as one request (``EtcdStore.txn_many``: nested transactions, each
+sends those that are waiting as one request (``Store.txn_many``: nested transactions, each
 applied or not on its own compares), and the same for single-key reads. With no load a call
 leaves at the next turn of the event loop, so nothing waits for a timer; under load a batch
 forms while the previous ones are in flight, so batches grow with the load (classic group
@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.common.store import MAX_TXN_OPS, Delete, Entry, EtcdStore, Put, TxnItem, TxnOutcome
+from services.common.store import MAX_TXN_OPS, Delete, Entry, Put, Store, TxnItem, TxnOutcome
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _write(item: TxnItem, future: asyncio.Future[TxnOutcome]) -> _Write:
 
 class GroupCommit:
     def __init__(
-        self, store: EtcdStore, *, max_items: int = 64, max_bytes: int = 512 * 1024, max_in_flight: int = 2
+        self, store: Store, *, max_items: int = 64, max_bytes: int = 512 * 1024, max_in_flight: int = 2
     ) -> None:
         """``max_items`` transactions (at most etcd's 128 operations per branch) and
         ``max_bytes`` of values per request (etcd refuses requests over 1.5 MiB by default);
@@ -74,7 +74,7 @@ class GroupCommit:
     # --- the API ----------------------------------------------------------------------------
 
     async def txn(self, item: TxnItem) -> TxnOutcome:
-        """Applies item's ops if its compares hold; as ``EtcdStore.txn_many`` for one item."""
+        """Applies item's ops if its compares hold; as ``Store.txn_many`` for one item."""
         future: asyncio.Future[TxnOutcome] = asyncio.get_running_loop().create_future()
         self._writes.append(_write(item, future))
         self._kick(self._write_lane, self._flush_writes)

@@ -10,11 +10,11 @@ from services.common.errors import FailedPrecondition, ImageNotFound
 from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.records import ImageRecord
-from services.common.store import EtcdStore
+from services.common.store import Store
 
 
 class ImageCatalog:
-    def __init__(self, store: EtcdStore, keys: Keys, cache_seconds: float = 0.0) -> None:
+    def __init__(self, store: Store, keys: Keys, cache_seconds: float = 0.0) -> None:
         """cache_seconds > 0 lets reads be that stale (the nameserver resolves an image per
         create; a newly published version becomes visible within that time)."""
         self._store = store

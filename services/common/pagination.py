@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from services.common.errors import InvalidArgument
-from services.common.store import Entry, EtcdStore
+from services.common.store import Entry, Store
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ def page_of(items: Sequence[T], page_size: int, page_token: str, default_size: i
 
 
 async def page_by_key(
-    store: EtcdStore, prefix: str, keep: Callable[[Entry], T | None], page_size: int, page_token: str
+    store: Store, prefix: str, keep: Callable[[Entry], T | None], page_size: int, page_token: str
 ) -> tuple[list[T], str]:
     """Up to page_size items under prefix in key order, starting after page_token's key; keep
     turns an entry into an item, or None to skip it (not the caller's)."""

@@ -1,30 +1,17 @@
-"""The etcd store: the only durable state of WNoDeS.
+"""The store: the only durable state of WNoDeS, as the services see it.
 
-A thin layer over ``etcd3aio`` (the etcd v3 client that works with current grpcio and protobuf;
-see docs/decisions.md) that speaks in keys, bytes and revisions, bounds every call with a
-timeout, and turns etcd's connection errors into ``Unavailable`` so callers fail fast (no hang)
-when the cluster has lost quorum.
+A small key-value protocol in etcd's terms (revisions, compares, transactions, ranges in key
+order, watches, leases). ``etcd_store.EtcdStore`` is the real one; ``memory_store.MemoryStore``
+has the same semantics in one process, for tests that run the control plane's logic in
+milliseconds. ``tests/contract/store_contract.py`` is the one suite both pass: a rule stated
+here is checked there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-
-from etcd3aio import Etcd3Client
-from etcd3aio._protobuf import Compare as PbCompare
-from etcd3aio._protobuf import RequestOp, TxnRequest
-from etcd3aio.errors import EtcdError
-from etcd3aio.kv import KVService, SortOrder, SortTarget, prefix_range_end
-
-from services.common.errors import Unavailable
-
-LOG = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 5.0
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -70,7 +57,7 @@ class Delete:
 
 @dataclass(frozen=True)
 class TxnItem:
-    """One transaction among several sent together (``EtcdStore.txn_many``)."""
+    """One transaction among several sent together (``Store.txn_many``)."""
 
     compares: Sequence[Compare]
     ops: Sequence[Put | Delete]
@@ -92,190 +79,107 @@ class TxnOutcome:
 MAX_TXN_OPS = 128
 
 
-def _as_entry(kv: object) -> Entry:
-    return Entry(
-        key=kv.key.decode(),  # type: ignore[attr-defined]
-        value=kv.value,  # type: ignore[attr-defined]
-        mod_revision=kv.mod_revision,  # type: ignore[attr-defined]
-        create_revision=kv.create_revision,  # type: ignore[attr-defined]
-    )
-
-
-class EtcdStore:
-    def __init__(self, endpoints: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.endpoints = list(endpoints)
-        self._client = Etcd3Client(list(endpoints), rpc_max_attempts=2, watch_max_reconnect_backoff_seconds=1.0)
-        self._timeout = timeout
-        self._connected = False
-
-    async def connect(self) -> None:
-        await self._client.connect()
-        self._connected = True
-
-    async def close(self) -> None:
-        await self._client.close()
-
-    @property
-    def client(self) -> Etcd3Client:
-        return self._client
-
-    @contextlib.asynccontextmanager
-    async def _call(self, what: str) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                yield
-        except TimeoutError as exc:
-            raise Unavailable(f"etcd did not answer {what} within {self._timeout:.0f}s (quorum lost?)") from exc
-        except EtcdError as exc:
-            raise Unavailable(f"etcd {what} failed: {exc}") from exc
-        except Exception as exc:  # grpc.aio errors surface here when etcd is gone
-            if type(exc).__name__ in {"AioRpcError", "UsageError"}:
-                raise Unavailable(f"etcd {what} failed: {exc}") from exc
-            raise
-
-    async def get(self, key: str) -> Entry | None:
-        async with self._call("get"):
-            resp = await self._client.kv.get(key)  # type: ignore[union-attr]
-        return _as_entry(resp.kvs[0]) if resp.kvs else None
-
-    async def get_prefix(
-        self, prefix: str, *, start_after: str = "", start_at: str = "", end: str = "", limit: int = 0, keys_only: bool = False
-    ) -> tuple[list[Entry], int]:
-        """Entries under prefix in key order (after start_after, or from start_at; before end
-        if given), and the store revision they were read at.
-
-        No sort is asked for: etcd returns a range in key order anyway, and etcd 3.4 reads the
-        whole range to sort it before applying the limit (a page of 100 over 100,000 keys:
-        560 ms sorted, 76 ms not). It still walks its index over the whole range, so callers
-        paging through a very large prefix bound the range with ``end`` (registry.py slices
-        the VM key space)."""
-        start = (start_after + "\0") if start_after else (start_at or prefix)
-        async with self._call("range"):
-            resp = await self._client.kv.get(  # type: ignore[union-attr]
-                start,
-                range_end=end.encode() if end else prefix_range_end(prefix.encode()),
-                limit=limit,
-                sort_order=SortOrder.NONE,
-                sort_target=SortTarget.KEY,
-                keys_only=keys_only,
-            )
-        return [_as_entry(kv) for kv in resp.kvs], resp.header.revision
-
-    async def count_prefix(self, prefix: str) -> int:
-        async with self._call("count"):
-            resp = await self._client.kv.get(prefix, range_end=prefix_range_end(prefix.encode()), count_only=True)  # type: ignore[union-attr]
-        return int(resp.count)
-
-    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
-        async with self._call("put"):
-            resp = await self._client.kv.put(key, value, lease=lease)  # type: ignore[union-attr]
-        return int(resp.header.revision)
-
-    async def delete(self, key: str) -> None:
-        async with self._call("delete"):
-            await self._client.kv.delete(key)  # type: ignore[union-attr]
-
-    async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> tuple[bool, int]:
-        """Applies ops atomically if every compare holds. Returns whether it did, and the store
-        revision after it (the mod_revision of every key it wrote)."""
-        cmp = [_pb_compare(c) for c in compares]
-        requests = [_pb_op(op) for op in ops]
-        async with self._call("txn"):
-            resp = await self._client.kv.txn(cmp, requests)  # type: ignore[union-attr]
-        return bool(resp.succeeded), int(resp.header.revision)
-
-    async def txn_many(self, items: Sequence[TxnItem]) -> list[TxnOutcome]:
-        """Several independent transactions in one etcd request (one raft entry): each is
-        applied if its own compares hold, whatever the others do. The caller keeps their key
-        sets disjoint (etcd refuses a request that writes one key twice, and every compare is
-        evaluated before any write)."""
-        requests = [_txn_request(item) for item in items]
-        if len(requests) == 1:
-            req = requests[0]
-            async with self._call("txn"):
-                resp = await self._client.kv.txn(req.compare, req.success, req.failure)  # type: ignore[union-attr]
-            return [_outcome(resp, int(resp.header.revision))]
-        async with self._call("txn"):
-            resp = await self._client.kv.txn([], [RequestOp(request_txn=r) for r in requests])  # type: ignore[union-attr]
-        revision = int(resp.header.revision)
-        return [_outcome(r.response_txn, revision) for r in resp.responses]
-
-    async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
-        """Several keys read in one request per MAX_TXN_OPS keys (a read-only transaction:
-        linearizable, no raft entry)."""
-        out: list[Entry | None] = []
-        for start in range(0, len(keys), MAX_TXN_OPS):
-            chunk = keys[start : start + MAX_TXN_OPS]
-            if len(chunk) == 1:
-                out.append(await self.get(chunk[0]))
-                continue
-            async with self._call("get"):
-                resp = await self._client.kv.txn([], [KVService.txn_op_get(k) for k in chunk])  # type: ignore[union-attr]
-            out += [_as_entry(r.response_range.kvs[0]) if r.response_range.kvs else None for r in resp.responses]
-        return out
-
-    async def watch_prefix(self, prefix: str, start_revision: int = 0) -> AsyncIterator[Event]:
-        """Events under prefix from start_revision on; reconnects across member failures.
-        Raises WatchCompacted when etcd no longer has the revisions asked for: events were
-        lost, and the caller must read the prefix again."""
-        async for resp in self._client.watch.watch(  # type: ignore[union-attr]
-            prefix, range_end=prefix_range_end(prefix.encode()), start_revision=start_revision
-        ):
-            if resp.compact_revision > 0:
-                raise WatchCompacted(f"watch of {prefix} from revision {start_revision}: compacted up to {resp.compact_revision}")
-            for ev in resp.events:
-                yield Event(
-                    key=ev.kv.key.decode(),
-                    value=ev.kv.value,
-                    deleted=ev.type == 1,
-                    revision=ev.kv.mod_revision,
-                )
-
-    async def watch_key(self, key: str, start_revision: int = 0) -> AsyncIterator[Event]:
-        async for resp in self._client.watch.watch(key, start_revision=start_revision):  # type: ignore[union-attr]
-            for ev in resp.events:
-                yield Event(key=key, value=ev.kv.value, deleted=ev.type == 1, revision=ev.kv.mod_revision)
-
-    async def grant_lease(self, ttl: int) -> int:
-        async with self._call("lease grant"):
-            resp = await self._client.lease.grant(ttl=ttl)  # type: ignore[union-attr]
-        return int(resp.ID)
-
-    async def revoke_lease(self, lease_id: int) -> None:
-        with contextlib.suppress(Exception):
-            async with self._call("lease revoke"):
-                await self._client.lease.revoke(lease_id)  # type: ignore[union-attr]
-
-
 class WatchCompacted(Exception):
     """The revisions a watch asked for were compacted away: read the prefix again."""
 
 
-def _pb_compare(c: Compare) -> PbCompare:
-    return KVService.txn_compare_create_revision(c.key, 0) if c.mod_revision == 0 else _compare_mod(c.key, c.mod_revision)
+class LeaseKeepalive(Protocol):
+    """Keeps one lease alive until stopped (``Store.keep_alive``)."""
+
+    def renew_as(self, lease: int) -> None:
+        """Keep this (new) lease alive from now on, instead of the one it was started with."""
+
+    def stop(self) -> None:
+        """No renewal after this returns."""
 
 
-def _pb_op(op: Put | Delete) -> RequestOp:
-    if isinstance(op, Put):
-        return KVService.txn_op_put(op.key, op.value, lease=op.lease)
-    end = prefix_range_end(op.key.encode()) if op.prefix else None
-    return KVService.txn_op_delete(op.key, range_end=end)
+class Store(Protocol):
+    """What the services need of a store. Errors: a store that cannot answer (no quorum, no
+    connection, a call slower than its timeout) raises ``services.common.errors.Unavailable``;
+    so does a request the store refuses (a key written twice in one request, an unknown
+    lease).
 
+    Revisions: one counter for the whole store, raised by one for every request that changes
+    something (a put, a delete that found a key, a transaction that wrote; all the writes of
+    one request share the revision). An entry's ``mod_revision`` is the revision of its last
+    write, ``create_revision`` that of the write that created it (kept across updates, new
+    after a delete). Reads report the store revision they were read at."""
 
-def _txn_request(item: TxnItem) -> TxnRequest:
-    return TxnRequest(
-        compare=[_pb_compare(c) for c in item.compares],
-        success=[_pb_op(op) for op in item.ops],
-        failure=[KVService.txn_op_get(k) for k in item.reads_on_failure],
-    )
+    async def connect(self) -> None: ...
 
+    async def close(self) -> None: ...
 
-def _outcome(resp: object, revision: int) -> TxnOutcome:
-    if resp.succeeded:  # type: ignore[attr-defined]
-        return TxnOutcome(True, revision)
-    reads = tuple(_as_entry(r.response_range.kvs[0]) if r.response_range.kvs else None for r in resp.responses)  # type: ignore[attr-defined]
-    return TxnOutcome(False, revision, reads)
+    async def get(self, key: str) -> Entry | None: ...
 
+    async def get_prefix(
+        self, prefix: str, *, start_after: str = "", start_at: str = "", end: str = "", limit: int = 0, keys_only: bool = False
+    ) -> tuple[list[Entry], int]:
+        """Entries in key order (byte order of the UTF-8 keys), and the store revision they
+        were read at. The range starts at ``prefix``, or just after ``start_after``, or at
+        ``start_at``; it ends before ``end`` if given, else after the last key under
+        ``prefix`` (``end`` replaces the prefix bound: the range is [start, end)). ``limit``
+        0 means no limit. ``keys_only``: the entries' values are empty. Never sorted
+        otherwise: a range comes back in key order."""
+        ...
 
-def _compare_mod(key: str, revision: int) -> PbCompare:
-    return PbCompare(result=PbCompare.EQUAL, target=PbCompare.MOD, key=key.encode(), mod_revision=revision)
+    async def count_prefix(self, prefix: str) -> int:
+        """How many keys are under prefix."""
+        ...
+
+    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        """Writes key (bound to lease if not 0: it is deleted when the lease ends; a put
+        without a lease unbinds it). Returns the new store revision."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> tuple[bool, int]:
+        """Applies ops atomically if every compare holds (a key's mod_revision equals the
+        compare's; revision 0: the key does not exist). Returns whether it did, and the store
+        revision after it (the mod_revision of every key it wrote). A key written twice is
+        refused (Unavailable)."""
+        ...
+
+    async def txn_many(self, items: Sequence[TxnItem]) -> list[TxnOutcome]:
+        """Several independent transactions in one request (one revision): each is applied if
+        its own compares hold, whatever the others do; a failed one reads its
+        ``reads_on_failure`` keys instead. Every compare is evaluated before any write, so
+        the caller keeps the items' key sets disjoint (a key written by two items is refused,
+        Unavailable). Outcomes in item order. Limits (etcd's): one item takes MAX_TXN_OPS
+        compares, ops and reads each; n > 1 items (at most MAX_TXN_OPS) take MAX_TXN_OPS - n
+        each."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
+        """The entries of keys, in their order (None where a key does not exist); any number
+        of keys (the implementation splits them into requests of MAX_TXN_OPS)."""
+        ...
+
+    def watch_prefix(self, prefix: str, start_revision: int = 0) -> AsyncIterator[Event]:
+        """Events under prefix, in revision order, from start_revision on (0: from the next
+        write); a delete's event has an empty value and the revision of the delete. A
+        start_revision older than the history the store keeps raises WatchCompacted: events
+        were lost, and the caller must read the prefix again. A loaded prefix followed without
+        a gap: read it (revision R), watch from R + 1."""
+        ...
+
+    def watch_key(self, key: str, start_revision: int = 0) -> AsyncIterator[Event]:
+        """As watch_prefix, for exactly one key."""
+        ...
+
+    async def grant_lease(self, ttl: int) -> int:
+        """A new lease of ttl seconds. When it expires (not renewed within ttl) or is revoked,
+        every key bound to it is deleted, with a delete event for each."""
+        ...
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        """Ends the lease now (its keys are deleted). Never raises: a lease that cannot be
+        revoked expires."""
+        ...
+
+    def keep_alive(self, lease: int, ttl: int, on_expired: Callable[[], None]) -> LeaseKeepalive:
+        """Renews lease every ttl/3 seconds until stopped, whatever the caller's event loop is
+        busy with. When the store says the lease is gone (it expired anyway, or was revoked),
+        calls ``on_expired`` once in the event loop that started the keepalive, then waits for
+        ``renew_as`` with a new lease. Must be called from a running event loop."""
+        ...

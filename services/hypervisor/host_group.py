@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from services.common import records
 from services.common.keys import Keys
 from services.common.registration import LeaseGroup
-from services.common.store import EtcdStore
+from services.common.store import Store
 from services.hypervisor.lifecycle import Agent
 
 LOG = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ YIELD_EVERY = 20
 
 
 class HostGroup:
-    def __init__(self, store: EtcdStore, keys: Keys, agents: Sequence[Agent], lease_ttl: int = 5, resync_interval: float = 5.0) -> None:
+    def __init__(self, store: Store, keys: Keys, agents: Sequence[Agent], lease_ttl: int = 5, resync_interval: float = 5.0) -> None:
         """``resync_interval``: seconds between full passes over every host (the watch handles
         changes as they come; the pass is the level-triggered safety net)."""
         self._store = store

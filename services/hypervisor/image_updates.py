@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from services.common import records
 from services.common.keys import Keys
 from services.common.records import ImageRecord, PrefetchRecord
-from services.common.store import EtcdStore
+from services.common.store import Store
 from services.hypervisor.image_cache import ImageCache, blob_shas
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ImageUpdater:
     """One per physical host (its cache), shared by the agents a process simulates."""
 
     def __init__(
-        self, store: EtcdStore, keys: Keys, cache: ImageCache, host: str, *,
+        self, store: Store, keys: Keys, cache: ImageCache, host: str, *,
         retention_seconds: float = 3600.0, recheck_seconds: float = 30.0,
         on_cached: Callable[[ImageRecord], Awaitable[None]] | None = None,
     ) -> None:  # fmt: skip

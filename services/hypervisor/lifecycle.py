@@ -38,7 +38,7 @@ from services.common.errors import (
 from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
-from services.common.store import Entry, EtcdStore
+from services.common.store import Entry, Store
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainSpec,
@@ -103,7 +103,7 @@ def _with_endpoint(endpoint: str) -> Callable[[VmRecord], bool]:
 
 class Agent:
     def __init__(
-        self, cfg: AgentConfig, store: EtcdStore, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None,
+        self, cfg: AgentConfig, store: Store, keys: Keys, driver: HypervisorDriver, cache: ImageCache | None,
         imagestore: ImagestoreClient | None = None, commits: GroupCommit | None = None,
     ) -> None:
         self.cfg = cfg

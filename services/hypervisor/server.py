@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import config, serve, telemetry
+from services.common.etcd_store import EtcdStore
 from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import ImageRecord
-from services.common.store import EtcdStore
 from services.hypervisor.drivers.base import HypervisorDriver
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.exec_sessions import ExecSessions

@@ -13,11 +13,11 @@ from services.common import records
 from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import HostUsage, OperationRecord, VmRecord, VmState
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
+from services.common.store import Compare, Delete, Entry, Put, Store, TxnItem
 
 
 class VmRecords:
-    def __init__(self, store: EtcdStore, keys: Keys, host: str, commits: GroupCommit | None = None) -> None:
+    def __init__(self, store: Store, keys: Keys, host: str, commits: GroupCommit | None = None) -> None:
         self._store = store
         self._commits = commits or GroupCommit(store)
         self._keys = keys

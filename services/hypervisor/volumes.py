@@ -18,7 +18,7 @@ from services.common import records
 from services.common.errors import FailedPrecondition, WnodesError, error_to_dict
 from services.common.keys import Keys
 from services.common.records import AttachmentState, OperationRecord, VmRecord, VolumeRecord, VolumeState
-from services.common.store import Compare, EtcdStore, Put
+from services.common.store import Compare, Put, Store
 from services.hypervisor.drivers.base import DriverError, HypervisorDriver, VolumeSpec
 from services.hypervisor.drivers.qemu_img import create_volume
 
@@ -34,7 +34,7 @@ def pending(vm: VmRecord) -> bool:
 
 
 class VolumeAttacher:
-    def __init__(self, store: EtcdStore, keys: Keys, driver: HypervisorDriver, volume_dir: Path) -> None:
+    def __init__(self, store: Store, keys: Keys, driver: HypervisorDriver, volume_dir: Path) -> None:
         self._store = store
         self._keys = keys
         self._driver = driver

@@ -12,7 +12,7 @@ from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
 from services.common.records import ImageRecord, PrefetchRecord
-from services.common.store import Compare, EtcdStore, Put
+from services.common.store import Compare, Put, Store
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ TRANSITIONS: dict[str, tuple[set[str], str]] = {
 
 
 class Catalog(ImageCatalog):
-    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+    def __init__(self, store: Store, keys: Keys) -> None:
         super().__init__(store, keys)
         self._store = store
         self._keys = keys

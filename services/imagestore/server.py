@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import config, serve, telemetry
+from services.common.etcd_store import EtcdStore
 from services.common.keys import Keys
-from services.common.store import EtcdStore
 from services.imagestore.blobs import BlobStore
 from services.imagestore.catalog import Catalog
 from services.imagestore.customize import CustomizeService, ProcessCustomizer

@@ -8,14 +8,14 @@ from services.common.errors import VirtualMachineNotFound
 from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.records import VmRecord
-from services.common.store import Entry, EtcdStore
+from services.common.store import Entry, Store
 
 
 def may_see(owner_user: str, owner_vo: str, principal: Principal) -> bool:
     return principal.is_admin or (owner_user, owner_vo) == (principal.user, principal.vo)
 
 
-async def load_vm(store: EtcdStore, keys: Keys, vm_id: str, principal: Principal) -> tuple[Entry, VmRecord]:
+async def load_vm(store: Store, keys: Keys, vm_id: str, principal: Principal) -> tuple[Entry, VmRecord]:
     """The VM and its entry (its revision is the etag); VirtualMachineNotFound if it is missing
     or not the caller's."""
     entry = await store.get(keys.vm(vm_id))

@@ -19,7 +19,7 @@ from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
 from services.common.records import NameserverRecord, OperationRecord, VmRecord, VmState, VolumeRecord
 from services.common.registration import Registration
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
+from services.common.store import Compare, Delete, Entry, Put, Store, TxnItem
 from services.nameserver.host_cache import HostCache
 
 LOG = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ MIN_SWEEP_PAGE = 500
 class Membership:
     """This replica's entry in nameservers/, under the lease its duty candidacies share."""
 
-    def __init__(self, store: EtcdStore, keys: Keys, record: NameserverRecord) -> None:
+    def __init__(self, store: Store, keys: Keys, record: NameserverRecord) -> None:
         self._registration = Registration(store, keys.nameserver(record.id), lambda: records.dump(record), LEASE_TTL)
 
     @property
@@ -50,7 +50,7 @@ class Duty:
     """Runs ``step`` every ``interval`` seconds while this replica leads the duty."""
 
     def __init__(
-        self, name: str, store: EtcdStore, keys: Keys, membership: Membership, member_id: str,
+        self, name: str, store: Store, keys: Keys, membership: Membership, member_id: str,
         step: Callable[[], Awaitable[None]], interval: float,
     ) -> None:
         self.name = name
@@ -114,7 +114,7 @@ class Reconciler:
     """
 
     def __init__(
-        self, store: EtcdStore, keys: Keys, delete_vm: Callable[[str], Awaitable[object]], hosts: HostCache,
+        self, store: Store, keys: Keys, delete_vm: Callable[[str], Awaitable[object]], hosts: HostCache,
         step_interval: float = 2.0, sweep_seconds: float = 60.0,
         remove_orphan_interfaces: Callable[[list[Entry]], Awaitable[None]] | None = None,
     ) -> None:
@@ -230,7 +230,7 @@ class _Sweep:
         self._after = ""
         self._page = 0
 
-    async def next_page(self, store: EtcdStore, steps_per_sweep: float) -> list[Entry]:
+    async def next_page(self, store: Store, steps_per_sweep: float) -> list[Entry]:
         if not self._after:  # a new pass: size its pages from the prefix's size now
             self._page = max(MIN_SWEEP_PAGE, math.ceil(await store.count_prefix(self._prefix) / steps_per_sweep))
         entries, _ = await store.get_prefix(self._prefix, start_after=self._after, limit=self._page)

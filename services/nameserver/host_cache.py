@@ -16,7 +16,7 @@ from collections.abc import Callable
 from services.common import records
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord
-from services.common.store import Entry, EtcdStore
+from services.common.store import Entry, Store
 from services.nameserver.scheduling.host_index import HostIndex
 from services.nameserver.scheduling.host_state import HostState
 
@@ -24,7 +24,7 @@ LOG = logging.getLogger(__name__)
 
 
 class HostCache:
-    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+    def __init__(self, store: Store, keys: Keys) -> None:
         self._store = store
         self._keys = keys
         self.hypervisors: dict[str, HypervisorRecord] = {}

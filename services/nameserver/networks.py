@@ -33,7 +33,7 @@ from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.pagination import page_by_key
 from services.common.records import NetworkInterfaceRecord, NetworkRecord, NetworkState, VmRecord, VmState
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, Put, Store
 from services.nameserver import addressing, validation
 from services.nameserver.access import load_vm, may_see
 
@@ -77,7 +77,7 @@ def random_mac() -> str:
 
 
 class NetworkRegistry:
-    def __init__(self, store: EtcdStore, keys: Keys, pool: addressing.SubnetPool | None = None) -> None:
+    def __init__(self, store: Store, keys: Keys, pool: addressing.SubnetPool | None = None) -> None:
         self._store = store
         self._keys = keys
         self._pool = pool or addressing.SubnetPool.parse(addressing.DEFAULT_POOL, addressing.DEFAULT_POOL_PREFIX)

@@ -17,7 +17,7 @@ from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.names import parse_image, parse_resource_id
 from services.common.records import ImageRecord, OperationRecord, VmRecord, VmState, VolumeRecord
-from services.common.store import EtcdStore
+from services.common.store import Store
 from services.nameserver.access import may_see
 from services.nameserver.operations import CREATE_OPERATION, DETACH, VOLUME_KINDS, OperationView, create_operation
 from services.nameserver.power import POWER_KINDS
@@ -29,7 +29,7 @@ MAX_WAIT_SECONDS, DEFAULT_WAIT_SECONDS = 300.0, 30.0
 class OperationViews:
     """Operations by name, as views of the records they act on."""
 
-    def __init__(self, store: EtcdStore, keys: Keys) -> None:
+    def __init__(self, store: Store, keys: Keys) -> None:
         self._store = store
         self._keys = keys
 

@@ -43,7 +43,7 @@ from services.common.records import (
     VmRecord,
     VmState,
 )
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put, TxnItem
+from services.common.store import Compare, Delete, Entry, Put, Store, TxnItem
 from services.nameserver import power, validation
 from services.nameserver.access import load_vm, may_see
 from services.nameserver.addressing import SubnetPool
@@ -94,7 +94,7 @@ class HypervisorView:
 
 class Registry:
     def __init__(
-        self, store: EtcdStore, keys: Keys, scheduler: Scheduler, hosts: HostCache, subnet_pool: SubnetPool | None = None
+        self, store: Store, keys: Keys, scheduler: Scheduler, hosts: HostCache, subnet_pool: SubnetPool | None = None
     ) -> None:
         self._store = store
         self._keys = keys

@@ -9,10 +9,10 @@ import socket
 from dataclasses import dataclass, field
 
 from services.common import config, serve, telemetry
+from services.common.etcd_store import EtcdStore
 from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.records import NameserverRecord
-from services.common.store import EtcdStore
 from services.nameserver import addressing
 from services.nameserver.duties import Duty, Membership, Reconciler
 from services.nameserver.host_cache import HostCache

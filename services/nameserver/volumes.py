@@ -22,7 +22,7 @@ from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.pagination import page_by_key
 from services.common.records import AttachmentState, OperationRecord, VmRecord, VmState, VolumeRecord, VolumeState
-from services.common.store import Compare, Delete, Entry, EtcdStore, Put
+from services.common.store import Compare, Delete, Entry, Put, Store
 from services.nameserver import validation
 from services.nameserver.access import load_vm, may_see
 from services.nameserver.operation_views import OperationViews
@@ -68,7 +68,7 @@ def choose_device(wanted: str, used: set[str]) -> str:
 
 
 class VolumeRegistry:
-    def __init__(self, store: EtcdStore, keys: Keys, operations: OperationViews) -> None:
+    def __init__(self, store: Store, keys: Keys, operations: OperationViews) -> None:
         self._store = store
         self._keys = keys
         self._operations = operations

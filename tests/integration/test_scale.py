@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import etcd_cluster, processes
 from services.common import records
 from services.common.errors import NoCapacity, NotFound
+from services.common.etcd_store import EtcdStore
 from services.common.group_commit import GroupCommit
 from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.records import HostUsage, HypervisorRecord, ImageRecord, VmRecord, VmState
-from services.common.store import Compare, EtcdStore, Put, TxnItem
+from services.common.store import Compare, Put, Store, TxnItem
 from services.hypervisor.drivers.fake import FakeDriver
 from services.hypervisor.host_group import HostGroup
 from services.hypervisor.lifecycle import Agent, AgentConfig
@@ -29,6 +29,7 @@ from services.nameserver.duties import Reconciler
 from services.nameserver.host_cache import HostCache
 from services.nameserver.registry import Registry, VmSpec
 from services.nameserver.scheduling.scheduler import Scheduler, SchedulerConfig
+from tests import private_etcd
 
 pytestmark = pytest.mark.integration
 ALICE = Principal("alice", "atlas")
@@ -38,15 +39,8 @@ ADMIN = Principal("ops", "wnodes", frozenset({"admin"}))
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    tmp = tmp_path_factory.mktemp("etcd")
-    members = etcd_cluster.plan(1)
-    pid = etcd_cluster.start_member(members[0], members, tmp / "data", tmp)
-    endpoints = [m.endpoint for m in members]
-    try:
-        processes.wait_until(lambda: etcd_cluster.healthy(endpoints), 30, "etcd", pid, tmp / "etcd0.log")
+    with private_etcd.running(tmp_path_factory.mktemp("etcd")) as endpoints:
         yield endpoints
-    finally:
-        processes.stop(pid)
 
 
 @pytest.fixture
@@ -62,11 +56,11 @@ def keys() -> Keys:
     return Keys(f"/test-{uuid.uuid4().hex[:8]}")
 
 
-async def add_image(store: EtcdStore, keys: Keys) -> None:
+async def add_image(store: Store, keys: Keys) -> None:
     await store.put(keys.image_version("tiny", 1), records.dump(ImageRecord("tiny", 1, "wnodes")))
 
 
-async def add_hosts(store: EtcdStore, keys: Keys, count: int, vcpus: int, lease: int = 0) -> None:
+async def add_hosts(store: Store, keys: Keys, count: int, vcpus: int, lease: int = 0) -> None:
     for i in range(0, count, 100):
         await store.txn_many([TxnItem([], [
             Put(keys.hypervisor(f"h{j:04d}"), records.dump(HypervisorRecord(f"h{j:04d}", "", vcpus, 65536, "fake")), lease=lease)
@@ -74,7 +68,7 @@ async def add_hosts(store: EtcdStore, keys: Keys, count: int, vcpus: int, lease:
         ])])
 
 
-async def replica(store: EtcdStore, keys: Keys, sample_size: int = 24) -> tuple[Registry, HostCache]:
+async def replica(store: Store, keys: Keys, sample_size: int = 24) -> tuple[Registry, HostCache]:
     cache = HostCache(store, keys)
     await cache.start()
     await cache.wait_ready()
@@ -91,7 +85,7 @@ async def eventually(check: object, timeout: float = 20.0) -> None:
 # --- group commit ---------------------------------------------------------------------------
 
 
-async def test_group_commit_batches_independent_txns_and_serialises_overlapping_ones(store: EtcdStore, keys: Keys) -> None:
+async def test_group_commit_batches_independent_txns_and_serialises_overlapping_ones(store: Store, keys: Keys) -> None:
     # Prepare: 100 creates of distinct keys, 40 compare-and-set increments of one counter
     commits = GroupCommit(store)
     counter = keys.root + "/counter"
@@ -132,7 +126,7 @@ async def test_group_commit_batches_independent_txns_and_serialises_overlapping_
 # --- placement ------------------------------------------------------------------------------
 
 
-async def test_three_sampling_replicas_never_overbook_and_stay_idempotent(store: EtcdStore, keys: Keys) -> None:
+async def test_three_sampling_replicas_never_overbook_and_stay_idempotent(store: Store, keys: Keys) -> None:
     # Prepare: 300 hosts of 2 vCPUs (600 vCPUs) and 700 requests of 1 from three replicas that
     # each look at samples of 8 hosts
     await add_image(store, keys)
@@ -215,14 +209,14 @@ def _end(prefix: str) -> bytes:
     return prefix_range_end(prefix.encode())
 
 
-def _count(store: EtcdStore, prefix: str, n: int) -> object:
+def _count(store: Store, prefix: str, n: int) -> object:
     async def check() -> bool:
         return await store.count_prefix(prefix) == n
 
     return check
 
 
-def _all_active(store: EtcdStore, keys: Keys, n: int) -> object:
+def _all_active(store: Store, keys: Keys, n: int) -> object:
     async def check() -> bool:
         vms = [records.load(VmRecord, e.value) for e in (await store.get_prefix(keys.vm()))[0]]
         return len(vms) == n and all(v.state == VmState.ACTIVE for v in vms)
@@ -233,7 +227,7 @@ def _all_active(store: EtcdStore, keys: Keys, n: int) -> object:
 # --- the reconciler -------------------------------------------------------------------------
 
 
-async def test_reconciler_marks_the_vms_of_a_dead_host_unknown_without_a_scan(store: EtcdStore, keys: Keys) -> None:
+async def test_reconciler_marks_the_vms_of_a_dead_host_unknown_without_a_scan(store: Store, keys: Keys) -> None:
     # Prepare: 20 hosts under one lease, 30 VMs placed on them
     await add_image(store, keys)
     lease = await store.grant_lease(60)
@@ -261,7 +255,7 @@ def _gone_from_cache(cache: HostCache, host: str) -> object:
     return check
 
 
-async def test_expired_vms_are_deleted_by_the_sweep(store: EtcdStore, keys: Keys) -> None:
+async def test_expired_vms_are_deleted_by_the_sweep(store: Store, keys: Keys) -> None:
     await add_image(store, keys)
     await add_hosts(store, keys, 5, vcpus=8)
     registry, cache = await replica(store, keys)
@@ -280,7 +274,7 @@ async def test_expired_vms_are_deleted_by_the_sweep(store: EtcdStore, keys: Keys
 # --- lists ----------------------------------------------------------------------------------
 
 
-async def test_lists_are_bounded_per_call_and_complete_over_pages(store: EtcdStore, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_lists_are_bounded_per_call_and_complete_over_pages(store: Store, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: 120 VMs of bob's and 7 of alice's, spread over 4 hosts; a user's list may
     # examine only 25 records per call
     from services.nameserver import registry as registry_module
