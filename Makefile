@@ -91,7 +91,7 @@ chaos: setup ## The full chaos set: SIGKILL each component, then pairs, under lo
 
 .PHONY: run
 run: setup ## Bring the stack up, show VMs doing work, keep it up until Ctrl-C
-	@$(PY) -m deploy.demo
+	@$(PY) -m clients.demo
 
 .PHONY: bench
 bench: setup ## Benchmarks: time to job vs direct QEMU/libvirt, placement throughput, memory, scale (1,000 hosts)

@@ -169,19 +169,21 @@ def images_upload(args: argparse.Namespace) -> int:
 
 def images_build(args: argparse.Namespace) -> int:
     """Builds a recipe (deploy/images/recipes/*.toml) and uploads it as a new version of its image."""
-    from deploy.images import build
+    from clients.wnodes_admin.built_images import upload_built
+    from deploy.images.environment import build_environment
     from deploy.images.recipe import RecipeError, load_recipe
+    from deploy.images.recipe_build import build_recipe
 
     try:
         recipe = load_recipe(Path(args.recipe))
     except RecipeError as err:
         raise RuntimeError(str(err)) from None
-    kernel, mirror = build.build_environment()
+    kernel, mirror = build_environment()
     out = Path(args.out).resolve()
     started = time.monotonic()
     with console.status(f"building {recipe.name} from {recipe.source} ({recipe.base})", spinner="dots") if args.output != "json" \
             else contextlib.nullcontext():  # fmt: skip
-        image_dir = build.build_recipe(recipe, out, kernel, mirror)
+        image_dir = build_recipe(recipe, out, kernel, mirror)
     built = time.monotonic() - started
     if args.no_upload:
         emit_one({"image": recipe.name, "folder": str(image_dir), "recipe_sha256": recipe.sha256, "build_seconds": round(built, 1)}, args.output)
@@ -189,7 +191,7 @@ def images_build(args: argparse.Namespace) -> int:
     with _client(args) as c, Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                        console=console, disable=args.output == "json") as progress:
         task = progress.add_task(f"uploading {recipe.name}", total=None)
-        version = build.upload_built(c, image_dir, lambda sent, total: progress.update(task, completed=sent, total=total))
+        version = upload_built(c, image_dir, lambda sent, total: progress.update(task, completed=sent, total=total))
     row: dict[str, Any] = as_dict(version) if args.output == "json" else {"name": version.name, "disk_sha256": version.disk.sha256,
                                                             "recipe_sha256": recipe.sha256}  # fmt: skip
     if args.output == "json":

@@ -16,7 +16,7 @@ A recipe is a TOML file (deploy/images/recipes/NAME.toml)::
 
 Parsing is pure and strict: an unknown key, base, visibility or a malformed package name is
 refused with a message naming the recipe and the key, because a typo that is silently ignored
-becomes an image that lacks what the VO asked for. The builder is deploy/images/build.py.
+becomes an image that lacks what the VO asked for. The builder is deploy/images/recipe_build.py.
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deploy.stack import etcd_cluster, processes
 from deploy.stack.etcd_cluster import EtcdMember
+from deploy.stack.gateway import StackGateway
 
 LOG = logging.getLogger(__name__)
 
@@ -211,8 +211,8 @@ class Stack:
         if state.driver != "libvirt":
             raise ValueError("--with-slurm needs the libvirt driver: batch jobs run in real VMs")
         layout = slurm.plan(self.dir / "slurm", LIBVIRT_HOST)
-        with self._client(state) as client:
-            host = client.get_hypervisor(LIBVIRT_HOST)
+        with self._gateway(state) as gateway:
+            host = gateway.hypervisor(LIBVIRT_HOST)
         slurm.write_configs(layout, cpus=host.vcpu_count, memory_mib=min(host.memory_mib, 16384), images=state.images,
                             gateway=state.gateway, python=sys.executable)
         state.slurm_conf = str(layout.conf)
@@ -242,8 +242,8 @@ class Stack:
 
         state = self.state
         assert state is not None and state.slurm_conf
-        with self._client(state) as client:
-            names = sorted({v.image.removeprefix("images/") for v in client.list_images()})
+        with self._gateway(state) as gateway:
+            names = sorted(gateway.image_names())
         public = Path(state.slurm_conf).parent.parent
         layout = slurm.SlurmLayout(self.dir / "slurm", LIBVIRT_HOST, 0, 0, public)
         slurm.sync_images(layout, names)
@@ -260,23 +260,20 @@ class Stack:
         for p in procs:
             processes.wait_until(lambda p=p: processes.grpc_healthy(p.endpoint), timeout, p.name, p.pid, Path(p.log))  # type: ignore[misc]
 
-    def _client(self, state: StackState, admin: bool = True):  # type: ignore[no-untyped-def]
-        from clients.wnodes_client import Client
-
-        return Client(state.gateway, user="wnodes-admin", vo="wnodes", roles=["admin"] if admin else [])
+    def _gateway(self, state: StackState) -> StackGateway:
+        return StackGateway(state.gateway)
 
     def _register_images(self, state: StackState, images_dir: Path, driver: str, progress: Callable[[str], None]) -> list[str]:
         names = []
-        with self._client(state) as client:
-            known = {v.image.removeprefix("images/") for v in client.list_images()}
+        with self._gateway(state) as gateway:
+            known = gateway.image_names()
             for manifest_path in sorted(images_dir.glob("*/manifest.json")):
                 manifest = json.loads(manifest_path.read_text())
                 name, folder = manifest["name"], manifest_path.parent
                 if name not in known:
-                    version = client.upload_image(
+                    version = gateway.upload_image(
                         name, folder / "disk.qcow2", kernel=folder / "vmlinux", initrd=folder / "initrd.img",
-                        cmdline=manifest.get("cmdline", ""), visibility="PUBLIC",
-                        description=manifest.get("description", f"{name} (built by make setup)"),
+                        cmdline=manifest.get("cmdline", ""), description=manifest.get("description", f"{name} (built by make setup)"),
                     )
                     progress(f"registered {version.name} ({version.disk.size_bytes // 1024} KiB disk)")
                 names.append(name)
@@ -284,13 +281,13 @@ class Stack:
                 # The fake driver boots nothing: a small placeholder blob stands in for the disk.
                 placeholder = self.dir / "placeholder.qcow2"
                 placeholder.write_bytes(b"WNoDeS placeholder image for the fake driver\n")
-                client.upload_image("tiny", placeholder, visibility="PUBLIC", description="placeholder for the fake driver")
+                gateway.upload_image("tiny", placeholder, description="placeholder for the fake driver")
                 names.append("tiny")
         return names
 
     def _wait_hosts(self, state: StackState, count: int) -> None:
-        with self._client(state) as client:
-            processes.wait_until(lambda: sum(h.state == 1 for h in client.list_hypervisors()) >= count, 30 + count / 50,
+        with self._gateway(state) as gateway:
+            processes.wait_until(lambda: sum(h.state == 1 for h in gateway.hypervisors()) >= count, 30 + count / 50,
                                  f"{count} hypervisor(s)")
 
     # --- status / env ---------------------------------------------------------------------
@@ -376,11 +373,8 @@ class Stack:
 
     def _delete_all_vms(self, state: StackState) -> None:
         try:
-            with self._client(state) as client:
-                ops = [client.delete_vm(vm.name) for vm in client.list_vms()]
-                deadline = time.monotonic() + 60
-                for op in ops:
-                    op.result(timeout=max(1.0, deadline - time.monotonic()))
+            with self._gateway(state) as gateway:
+                gateway.delete_every_vm(timeout=60)
         except Exception as exc:  # the sweep below still removes what is left
             LOG.warning("could not delete every VM through the gateway: %s", exc)
 

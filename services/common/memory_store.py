@@ -42,10 +42,13 @@ class _Lease:
 class _Watcher:
     prefix: str
     exact: bool
+    start: int = 0
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
 
-    def wants(self, key: str) -> bool:
-        return key == self.prefix if self.exact else key.startswith(self.prefix)
+    def wants(self, ev: Event) -> bool:
+        if ev.revision < self.start:
+            return False
+        return ev.key == self.prefix if self.exact else ev.key.startswith(self.prefix)
 
 
 class MemoryStore:
@@ -131,6 +134,8 @@ class MemoryStore:
         return self._watch(_Watcher(prefix, exact=False), start_revision)
 
     def watch_key(self, key: str, start_revision: int = 0) -> AsyncIterator[Event]:
+        if 0 < start_revision < self._compacted:
+            return self._silent()
         return self._watch(_Watcher(key, exact=True), start_revision)
 
     async def grant_lease(self, ttl: int) -> int:
@@ -226,7 +231,7 @@ class MemoryStore:
         self._history += events
         for w in self._watchers:
             for ev in events:
-                if w.wants(ev.key):
+                if w.wants(ev):
                     w.queue.put_nowait(ev)
 
     def _put(self, op: Put, revision: int) -> Event:
@@ -269,9 +274,10 @@ class MemoryStore:
         self._check()
         if 0 < start_revision < self._compacted:
             raise WatchCompacted(f"watch of {watcher.prefix} from revision {start_revision}: compacted up to {self._compacted}")
+        watcher.start = start_revision
         if start_revision:
             for ev in self._history[self._history_index(start_revision) :]:
-                if watcher.wants(ev.key):
+                if watcher.wants(ev):
                     watcher.queue.put_nowait(ev)
         self._watchers.append(watcher)
         try:
@@ -279,6 +285,12 @@ class MemoryStore:
                 yield await watcher.queue.get()
         finally:
             self._watchers.remove(watcher)
+
+    async def _silent(self) -> AsyncIterator[Event]:
+        """What etcd's watch of one key from a compacted revision sends: nothing."""
+        self._check()
+        await asyncio.Future()
+        yield Event("", b"", False, 0)  # never reached: makes this an async generator
 
     # -- leases ---------------------------------------------------------------------------
 

@@ -164,7 +164,10 @@ class Store(Protocol):
         ...
 
     def watch_key(self, key: str, start_revision: int = 0) -> AsyncIterator[Event]:
-        """As watch_prefix, for exactly one key."""
+        """As watch_prefix, for exactly one key, except for a compacted start_revision: it
+        does not raise WatchCompacted, it sends nothing (etcd cancels the watch, and the
+        client does not say so). A caller bounds its wait (registry.py waits a few seconds
+        for a VM to change, then reads it again)."""
         ...
 
     async def grant_lease(self, ttl: int) -> int:

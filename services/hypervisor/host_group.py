@@ -25,8 +25,9 @@ from collections.abc import Sequence
 
 from services.common import records
 from services.common.keys import Keys
+from services.common.prefix_watch import follow_prefix
 from services.common.registration import LeaseGroup
-from services.common.store import Store
+from services.common.store import Event, Store
 from services.hypervisor.lifecycle import Agent
 
 LOG = logging.getLogger(__name__)
@@ -92,22 +93,19 @@ class HostGroup:
         return host, vm_id
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                _, revision = await self._store.get_prefix(self._prefix, keys_only=True, limit=1)
-                self._full.set()  # anything missed before the watch started
-                async for ev in self._store.watch_prefix(self._prefix, revision + 1):
-                    if ev.deleted:
-                        continue
-                    host, vm_id = self._host_of(ev.key)
-                    agent = self.agents.get(host)
-                    if agent is not None and vm_id:
-                        agent.on_placement(vm_id, ev.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.warning("placement watch of %d host(s) failed (%s); retrying", len(self.agents), exc)
-                await asyncio.sleep(0.5)
+        await follow_prefix(
+            self._store, self._prefix, self._on_placement,
+            on_load=lambda _: self._full.set(),  # anything missed before the watch started: a full pass reads it
+            values=False, what=f"placement watch of {len(self.agents)} host(s)",
+        )  # fmt: skip
+
+    def _on_placement(self, ev: Event) -> None:
+        if ev.deleted:
+            return
+        host, vm_id = self._host_of(ev.key)
+        agent = self.agents.get(host)
+        if agent is not None and vm_id:
+            agent.on_placement(vm_id, ev.value)
 
     async def _full_passes(self) -> None:
         while True:

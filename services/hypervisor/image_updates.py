@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from services.common import records
 from services.common.keys import Keys
+from services.common.prefix_watch import follow_prefix
 from services.common.records import ImageRecord, PrefetchRecord
 from services.common.store import Store
 from services.hypervisor.image_cache import ImageCache, blob_shas
@@ -112,12 +113,8 @@ class ImageUpdater:
             self._changed.clear()
 
     async def _watch(self, prefix: str) -> None:
-        while True:
-            try:
-                async for _event in self._store.watch_prefix(prefix):
-                    self._changed.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                LOG.debug("watch on %s ended (%s); watching again", prefix, exc)
-                await asyncio.sleep(1)
+        # Any change, or a gap in the watch, means a pass: sync_once reads what it needs.
+        await follow_prefix(
+            self._store, prefix, lambda _: self._changed.set(), on_load=lambda _: self._changed.set(), values=False,
+            retry_seconds=1.0, what=f"watch on {prefix}", log_level=logging.DEBUG,
+        )  # fmt: skip

@@ -13,7 +13,7 @@ from services.common.etcd_store import EtcdStore
 from services.common.keys import Keys
 from services.imagestore.blobs import BlobStore
 from services.imagestore.catalog import Catalog
-from services.imagestore.customize import CustomizeService, ProcessCustomizer
+from services.imagestore.customization_service import CustomizeService, ProcessCustomizer
 from services.imagestore.servicer import ImagestoreServicer
 from wnodes.imagestore.v1 import imagestore_service_pb2_grpc
 

@@ -16,8 +16,8 @@ from services.common.records import ImageRecord
 from services.imagestore import convert
 from services.imagestore.blobs import BlobStore, BlobWriter
 from services.imagestore.catalog import IMAGE_NAME, Catalog, check_header
-from services.imagestore.customize import CustomizeService
-from services.imagestore.customizer import Customization, FileSpec
+from services.imagestore.customization_service import CustomizeService
+from services.imagestore.guestfs_customizer import Customization, FileSpec
 from wnodes.imagestore.v1 import imagestore_service_pb2, imagestore_service_pb2_grpc
 from wnodes.v1 import image_pb2, image_service_pb2
 

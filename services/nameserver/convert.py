@@ -18,10 +18,12 @@ from services.common.records import (
     VmRecord,
     VolumeRecord,
 )
+from services.nameserver.exec_target import ExecTarget
 from services.nameserver.networks import NetworkSpec
 from services.nameserver.operations import OperationView
 from services.nameserver.power import POWER_KINDS
 from services.nameserver.registry import HypervisorView, VmSpec
+from wnodes.nameserver.v1 import registry_service_pb2
 from wnodes.v1 import common_pb2, hypervisor_pb2, network_pb2, virtual_machine_pb2, virtual_machine_service_pb2, volume_pb2
 
 
@@ -52,6 +54,7 @@ def spec_from_request(request: virtual_machine_service_pb2.CreateVirtualMachineR
         bandwidth_mbps=vm.bandwidth_mbps,
         pinned_hypervisor=vm.pinned_hypervisor,
         ssh_public_keys=list(request.ssh_public_keys),
+        volumes=[v.volume for v in vm.volumes],
     )
 
 
@@ -178,6 +181,12 @@ def hypervisor_to_proto(view: HypervisorView) -> hypervisor_pb2.Hypervisor:
         cached_images=rec.cached_images,
         endpoint=rec.endpoint,
         register_time=_ts(rec.register_time) if view.record else None,
+    )
+
+
+def exec_target_to_proto(target: ExecTarget) -> registry_service_pb2.ExecTarget:
+    return registry_service_pb2.ExecTarget(
+        vm_id=target.vm_id, hypervisor=f"hypervisors/{target.hypervisor}", agent_endpoint=target.agent_endpoint
     )
 
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 from services.common import records
 from services.common.keys import Keys
+from services.common.prefix_watch import follow_prefix
 from services.common.records import HostUsage, HypervisorRecord
-from services.common.store import Entry, Store
+from services.common.store import Entry, Event, Store
 from services.nameserver.scheduling.host_index import HostIndex
 from services.nameserver.scheduling.host_state import HostState
 
@@ -98,23 +99,20 @@ class HostCache:
 
     async def _follow(self, prefix: str, apply: Callable[[str, bytes, bool, Entry | None], None]) -> None:
         """Loads a prefix, then applies its watch events; reloads if the watch breaks."""
-        while True:
-            try:
-                entries, revision = await self._store.get_prefix(prefix)
-                fresh: set[str] = set()
-                for e in entries:
-                    apply(e.key, e.value, False, e)
-                    fresh.add(e.key.rsplit("/", 1)[-1])
-                target = self.hypervisors if prefix == self._keys.hypervisor() else self.usage
-                for gone in set(target) - fresh:
-                    target.pop(gone, None)
-                    self._reindex(gone)
-                self._loaded.add(prefix)
-                async for ev in self._store.watch_prefix(prefix, start_revision=revision + 1):
-                    entry = Entry(ev.key, ev.value, ev.revision, 0)
-                    apply(ev.key, ev.value, ev.deleted, entry)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # etcd unavailable: keep the last view, retry
-                LOG.warning("host cache: following %s failed (%s); retrying", prefix, exc)
-                await asyncio.sleep(0.5)
+        target = self.hypervisors if prefix == self._keys.hypervisor() else self.usage
+
+        def load(entries: list[Entry]) -> None:
+            fresh: set[str] = set()
+            for e in entries:
+                apply(e.key, e.value, False, e)
+                fresh.add(e.key.rsplit("/", 1)[-1])
+            for gone in set(target) - fresh:
+                target.pop(gone, None)
+                self._reindex(gone)
+            self._loaded.add(prefix)
+
+        def event(ev: Event) -> None:
+            apply(ev.key, ev.value, ev.deleted, Entry(ev.key, ev.value, ev.revision, 0))
+
+        # etcd unavailable: the last view is kept until a load succeeds
+        await follow_prefix(self._store, prefix, event, on_load=load, what=f"host cache: following {prefix}")

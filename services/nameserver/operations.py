@@ -29,6 +29,9 @@ class OperationView:
 
 
 CREATE_OPERATION = "create-"
+# Kinds of the operations on a VM's volumes (the agent writes their outcome into the record).
+ATTACH, DETACH = "attach_volume", "detach_volume"
+VOLUME_KINDS = frozenset({ATTACH, DETACH})
 
 
 def create_operation(vm_id: str) -> OperationRecord:

@@ -1,4 +1,6 @@
-"""The registry: VMs, their operations, hostname and MAC leases, and placement.
+"""The registry: VMs, their placement, hostname and MAC leases, and what their owners ask of
+them (delete, power actions, save, labels, commands). How far an operation has got is
+``operation_views``'s to say; volumes and networks have registries of their own.
 
 Stateless: everything lives in etcd, so any replica serves any call. Placement is one etcd
 transaction that writes the VM, its placement, its leases, the operation and the request id
@@ -25,20 +27,17 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
     Unavailable,
-    VirtualMachineNotFound,
     WnodesError,
-    error_from_dict,
 )
 from services.common.group_commit import GroupCommit
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
-from services.common.names import parse_image, parse_resource_id
+from services.common.names import parse_image
 from services.common.pagination import decode_key_token, encode_key_token, page_size_of
 from services.common.records import (
     HostUsage,
     HypervisorRecord,
-    ImageRecord,
     NameserverRecord,
     OperationRecord,
     VmRecord,
@@ -48,12 +47,14 @@ from services.common.store import Compare, Delete, Entry, Put, Store, TxnItem
 from services.nameserver import power, validation
 from services.nameserver.access import load_vm, may_see
 from services.nameserver.addressing import SubnetPool
+from services.nameserver.exec_target import ExecTarget, exec_target
 from services.nameserver.host_cache import HostCache
 from services.nameserver.networks import NetworkRegistry
+from services.nameserver.operation_views import OperationViews
 from services.nameserver.operations import CREATE_OPERATION, OperationView, create_operation, new_operation
 from services.nameserver.scheduling.host_state import PlacementRequest
 from services.nameserver.scheduling.scheduler import Scheduler
-from services.nameserver.volumes import VOLUME_KINDS, VolumeRegistry
+from services.nameserver.volumes import VolumeRegistry, parse_volume_name
 
 LOG = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class VmSpec:
     bandwidth_mbps: int = 0
     pinned_hypervisor: str = ""
     ssh_public_keys: list[str] = field(default_factory=list)
+    # "volumes/{id}" names: the VM is pinned to the host holding their data (they are attached
+    # by AttachVolume once it runs).
+    volumes: list[str] = field(default_factory=list)
 
 
 # States from which a VM can be saved or have power actions: it is settled on its host.
@@ -97,7 +101,8 @@ class Registry:
         self._scheduler = scheduler
         self._hosts = hosts
         self._images = ImageCatalog(store, keys, cache_seconds=1.0)
-        self.volumes = VolumeRegistry(store, keys)
+        self.operations = OperationViews(store, keys)
+        self.volumes = VolumeRegistry(store, keys, self.operations)
         self.networks = NetworkRegistry(store, keys, subnet_pool)
         self._commits = GroupCommit(store)
         # Hosts this replica is placing a VM on right now: others are preferred meanwhile.
@@ -115,11 +120,15 @@ class Registry:
         validation.check_labels(spec.labels)
         validation.check_user_data(spec.user_data)
         ssh_keys = validation.check_ssh_public_keys(spec.ssh_public_keys)
+        volume_ids = [parse_volume_name(v) for v in spec.volumes]
         request_id = request_id or uuid.uuid4().hex
+        pinned = spec.pinned_hypervisor.removeprefix("hypervisors/")
         # No read of the request id first: the placement transaction compares its absence, and
         # only a create that cannot go ahead (a retry, or a refusal) looks for an earlier one.
         try:
             image_record = await self._images.resolve(image, version, principal)
+            if volume_ids:
+                pinned = await self.volumes.pin_for(volume_ids, pinned, principal)
         except WnodesError as exc:
             return await self._earlier_or_raise(exc, request_id, principal)
         vm_id = "vm-" + secrets.token_hex(5)
@@ -137,7 +146,7 @@ class Registry:
             user_data=base64.b64encode(spec.user_data).decode(),
             ssh_public_keys=ssh_keys,
             bandwidth_mbps=spec.bandwidth_mbps,
-            pinned_hypervisor=spec.pinned_hypervisor.removeprefix("hypervisors/"),
+            pinned_hypervisor=pinned,
             request_id=request_id,
             trace_context=trace_context,
         )
@@ -147,7 +156,7 @@ class Registry:
         except WnodesError as exc:
             return await self._earlier_or_raise(exc, request_id, principal)
         if placed is not None:  # a retry, or another replica won with the same request id
-            return await self.get_operation(placed.name, principal)
+            return await self.operations.get(placed.name, principal)
         LOG.info("placed %s (%s, %d vCPU, %d MiB) on %s", vm.name, vm.image_version, vm.vcpu_count, vm.memory_mib, vm.hypervisor)
         return OperationView(op, done=False, vm=vm)
 
@@ -155,7 +164,7 @@ class Registry:
         """A create that cannot go ahead may be the retry of one that did: answer with its
         operation. Not when etcd is unavailable (the look-up would only wait as long again)."""
         if not isinstance(exc, Unavailable) and (existing := await self._existing_request(request_id)):
-            return await self.get_operation(existing.name, principal)
+            return await self.operations.get(existing.name, principal)
         raise exc
 
     async def _existing_request(self, request_id: str) -> OperationRecord | None:
@@ -222,7 +231,7 @@ class Registry:
         raise Unavailable("placement kept conflicting with concurrent requests; retry with the same request_id")
 
     async def _operation_of(self, request: Entry) -> OperationRecord:
-        op = await self._load_operation(request.value.decode())
+        op = await self.operations.load(request.value.decode())
         if op is None:
             raise FailedPrecondition(f"request_id {request.key.rsplit('/', 1)[-1]} was used by an operation that has expired")
         return op
@@ -261,7 +270,7 @@ class Registry:
                 return op
 
     async def _existing_delete_op(self, vm: VmRecord) -> OperationRecord | None:
-        return await self._load_operation(vm.labels.get("wnodes.delete_operation", ""))
+        return await self.operations.load(vm.labels.get("wnodes.delete_operation", ""))
 
     def _lease_deletes(self, vm: VmRecord) -> list[Put | Delete]:
         return [Delete(self._keys.mac_lease(vm.mac_address)), Delete(self._keys.hostname_lease(vm.hostname))]
@@ -282,9 +291,9 @@ class Registry:
                     reason="SAVE_IN_PROGRESS",
                 )
             if vm.power_pending:
-                in_flight = await self._load_operation(vm.power_operation)
+                in_flight = await self.operations.load(vm.power_operation)
                 if in_flight is not None and in_flight.kind == action:
-                    return await self.get_operation(in_flight.name, principal)
+                    return await self.operations.get(in_flight.name, principal)
                 doing = in_flight.kind if in_flight else "power action"
                 raise FailedPrecondition(
                     f"cannot {action} {vm.name}: a {doing} is in progress (operations/{vm.power_operation}); "
@@ -324,9 +333,9 @@ class Registry:
         while True:
             entry, vm = await self._load_vm(vm_id, principal)
             if vm.pending_save:
-                in_flight = await self._load_operation(vm.pending_save.get("operation", ""))
+                in_flight = await self.operations.load(vm.pending_save.get("operation", ""))
                 if in_flight is not None and in_flight.target == image:
-                    return await self.get_operation(in_flight.name, principal)
+                    return await self.operations.get(in_flight.name, principal)
                 raise FailedPrecondition(
                     f"cannot save {vm.name}: another save is in progress (operations/{vm.pending_save.get('operation')})",
                     reason="SAVE_IN_PROGRESS",
@@ -363,28 +372,6 @@ class Registry:
                 LOG.info("save of %s to images/%s requested (%s)", vm.name, image, op.name)
                 return OperationView(op, done=False, vm=vm)
 
-    async def _save_operation_view(self, op: OperationRecord, vm: VmRecord | None) -> OperationView:
-        """A save is done once its agent wrote the outcome into the operation."""
-        if op.error:
-            return OperationView(op, True, vm, error_from_dict(op.error, "the save failed"))
-        if op.result:
-            image, version = parse_image(str(op.result.get("image_version", "")))
-            entry = await self._store.get(self._keys.image_version(image, version or 0))
-            if entry is None:
-                return OperationView(op, True, vm, NotFound(f"{op.result.get('image_version')} no longer exists"))
-            return OperationView(op, True, vm, image=records.load(ImageRecord, entry.value))
-        if vm is None:
-            return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before the save finished"))
-        if vm.state == VmState.FAILED:
-            return OperationView(op, True, vm, error_from_dict(vm.error or {}, vm.state_message))
-        return OperationView(op, False, vm)
-
-    async def _load_operation(self, op_id: str) -> OperationRecord | None:
-        if op_id.startswith(CREATE_OPERATION):
-            return create_operation(op_id.removeprefix(CREATE_OPERATION))
-        entry = await self._store.get(self._keys.operation(op_id)) if op_id else None
-        return records.load(OperationRecord, entry.value) if entry else None
-
     # --- read -----------------------------------------------------------------------------
 
     async def _load_vm(self, vm_id: str, principal: Principal) -> tuple[Entry, VmRecord]:
@@ -392,6 +379,13 @@ class Registry:
 
     async def get_vm(self, vm_id: str, principal: Principal) -> VmRecord:
         return (await self._load_vm(vm_id, principal))[1]
+
+    async def resolve_exec_target(self, vm_id: str, principal: Principal) -> ExecTarget:
+        """The agent that runs commands in the VM, after the farm's checks (see exec_target)."""
+        _, vm = await self._load_vm(vm_id, principal)
+        # read from etcd, not the cache: a host that just went down must not be sent commands
+        entry = await self._store.get(self._keys.hypervisor(vm.hypervisor)) if vm.hypervisor else None
+        return exec_target(vm, records.load(HypervisorRecord, entry.value) if entry else None)
 
     async def update_vm_labels(self, vm_id: str, principal: Principal, labels: dict[str, str], etag: str) -> VmRecord:
         """Replaces the VM's labels; with an etag, only if the VM has not changed since."""
@@ -476,54 +470,6 @@ class Registry:
             if len(out) == page_size:
                 return out, encode_key_token(start_after)
 
-    async def get_operation(self, op_name: str, principal: Principal) -> OperationView:
-        op_id = parse_resource_id(op_name, "operations") if "/" in op_name else op_name
-        op = await self._load_operation(op_id)
-        if op is None:
-            raise NotFound(f"operations/{op_id} does not exist")
-        vm_entry = await self._store.get(self._keys.vm(op.vm_id))
-        vm = records.load(VmRecord, vm_entry.value) if vm_entry else None
-        owner_hidden = op.owner_user and not may_see(op.owner_user, op.owner_vo, principal)
-        if owner_hidden or vm is not None and not may_see(vm.owner_user, vm.owner_vo, principal):
-            raise NotFound(f"operations/{op_id} does not exist")
-        if op.kind == "delete":
-            return OperationView(op, done=vm is None, vm=vm)
-        if op.kind in power.POWER_KINDS:
-            return _power_operation_view(op, vm)
-        if op.kind == "save":
-            return await self._save_operation_view(op, vm)
-        if op.kind in VOLUME_KINDS:
-            return await self.volumes.operation_view(op, vm)
-        if vm is None:
-            return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before it became active"))
-        if vm.state == VmState.ACTIVE:
-            return OperationView(op, True, vm)
-        if vm.state == VmState.FAILED:
-            err = vm.error or {}
-            return OperationView(op, True, vm, error_from_dict(err, vm.state_message))
-        return OperationView(op, False, vm)
-
-    async def wait_operation(self, op_name: str, principal: Principal, timeout: float) -> OperationView:
-        deadline = time.monotonic() + max(0.0, min(timeout or 30.0, 300.0))
-        while True:
-            view = await self.get_operation(op_name, principal)
-            left = deadline - time.monotonic()
-            if view.done or left <= 0:
-                return view
-            await self._wait_vm_change(view.op.vm_id, view.vm, min(left, 2.0))
-
-    async def _wait_vm_change(self, vm_id: str, seen: VmRecord | None, timeout: float) -> None:
-        entry = await self._store.get(self._keys.vm(vm_id))
-        revision = entry.mod_revision if entry else 0
-        if seen is not None and (entry is None or records.load(VmRecord, entry.value).state != seen.state):
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                async for _ev in self._store.watch_key(self._keys.vm(vm_id), start_revision=revision + 1):
-                    return
-        except TimeoutError:
-            return
-
     # --- hosts and replicas ---------------------------------------------------------------
 
     async def list_hypervisors(self) -> list[HypervisorView]:
@@ -560,19 +506,6 @@ class Registry:
             rec = records.load(NameserverRecord, e.value)
             out.append((rec, sorted(d for d, (_, m) in leaders.items() if m == rec.id)))
         return out
-
-
-def _power_operation_view(op: OperationRecord, vm: VmRecord | None) -> OperationView:
-    """A power action is done once the agent applied its generation (or gave up on it)."""
-    if vm is None:
-        return OperationView(op, True, None, VirtualMachineNotFound(f"virtualMachines/{op.vm_id} was deleted before the {op.kind} finished"))
-    if vm.state == VmState.FAILED:
-        return OperationView(op, True, vm, error_from_dict(vm.error or {}, vm.state_message))
-    if vm.power_applied < op.generation:
-        return OperationView(op, False, vm)
-    if vm.power_error and vm.power_error.get("generation") == op.generation:
-        return OperationView(op, True, vm, error_from_dict(vm.power_error, f"the {op.kind} failed"))
-    return OperationView(op, True, vm)
 
 
 def _random_mac() -> str:

@@ -18,7 +18,7 @@ from services.nameserver.networks import parse_interface_name, parse_network_nam
 from services.nameserver.power import PowerAction
 from services.nameserver.registry import Registry
 from services.nameserver.volumes import parse_volume_name
-from wnodes.nameserver.v1 import registry_service_pb2_grpc
+from wnodes.nameserver.v1 import registry_service_pb2, registry_service_pb2_grpc
 from wnodes.v1 import (
     hypervisor_pb2,
     hypervisor_service_pb2,
@@ -54,7 +54,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         principal = principal_of(context)
         vm_id = parse_resource_id(request.name, "virtualMachines")
         op = await self._registry.delete_vm(vm_id, principal, request.request_id)
-        return convert.operation_to_proto(await self._registry.get_operation(op.name, principal))
+        return convert.operation_to_proto(await self._registry.operations.get(op.name, principal))
 
     @maps_errors
     async def SaveVirtualMachine(
@@ -103,6 +103,13 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> virtual_machine_pb2.VirtualMachine:
         vm_id = parse_resource_id(request.name, "virtualMachines")
         return convert.vm_to_proto(await self._registry.get_vm(vm_id, principal_of(context)))
+
+    @maps_errors
+    async def ResolveExecTarget(
+        self, request: registry_service_pb2.ResolveExecTargetRequest, context: Ctx
+    ) -> registry_service_pb2.ExecTarget:
+        vm_id = parse_resource_id(request.name, "virtualMachines")
+        return convert.exec_target_to_proto(await self._registry.resolve_exec_target(vm_id, principal_of(context)))
 
     @maps_errors
     async def UpdateVirtualMachine(
@@ -277,12 +284,12 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: Ctx
     ) -> operations_pb2.Operation:
-        return convert.operation_to_proto(await self._registry.get_operation(request.name, principal_of(context)))
+        return convert.operation_to_proto(await self._registry.operations.get(request.name, principal_of(context)))
 
     @maps_errors
     async def WaitOperation(
         self, request: operations_pb2.WaitOperationRequest, context: Ctx
     ) -> operations_pb2.Operation:
         timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 30.0
-        view = await self._registry.wait_operation(request.name, principal_of(context), timeout)
+        view = await self._registry.operations.wait(request.name, principal_of(context), timeout)
         return convert.operation_to_proto(view)

@@ -17,7 +17,7 @@ import secrets
 import time
 
 from services.common import records
-from services.common.errors import FailedPrecondition, InvalidArgument, VolumeNotFound, error_from_dict
+from services.common.errors import FailedPrecondition, InvalidArgument, VolumeNotFound
 from services.common.identity import Principal
 from services.common.keys import Keys
 from services.common.pagination import page_by_key
@@ -25,12 +25,11 @@ from services.common.records import AttachmentState, OperationRecord, VmRecord, 
 from services.common.store import Compare, Delete, Entry, Put, Store
 from services.nameserver import validation
 from services.nameserver.access import load_vm, may_see
-from services.nameserver.operations import OperationView, new_operation
+from services.nameserver.operation_views import OperationViews
+from services.nameserver.operations import ATTACH, DETACH, OperationView, new_operation
 
 LOG = logging.getLogger(__name__)
 
-ATTACH, DETACH = "attach_volume", "detach_volume"
-VOLUME_KINDS = frozenset({ATTACH, DETACH})
 MAX_SIZE_GIB = 1024.0
 MAX_TITLE = 256
 # virtio disks after the root disk (vda).
@@ -69,9 +68,10 @@ def choose_device(wanted: str, used: set[str]) -> str:
 
 
 class VolumeRegistry:
-    def __init__(self, store: Store, keys: Keys) -> None:
+    def __init__(self, store: Store, keys: Keys, operations: OperationViews) -> None:
         self._store = store
         self._keys = keys
+        self._operations = operations
 
     # --- records ------------------------------------------------------------------------
 
@@ -150,6 +150,40 @@ class VolumeRegistry:
                 volume.revision = revision
                 return volume
 
+    # --- pinning ------------------------------------------------------------------------
+
+    async def pin_for(self, volume_ids: list[str], pinned: str, principal: Principal) -> str:
+        """The hypervisor a new VM that is to have these volumes must run on: the one holding
+        their data (no shared storage in this deployment), or ``pinned`` (the caller's own pin,
+        a bare host name or "") if none has data yet. Pin only: the volumes are attached by
+        AttachVolume once the VM runs, so each must be the caller's and free now."""
+        hosts = set()
+        for volume_id in dict.fromkeys(volume_ids):
+            volume = await self.get(volume_id, principal)
+            if volume.attachment:
+                raise FailedPrecondition(
+                    f"{volume.name} is attached to virtualMachines/{volume.attachment.get('vm')}: detach it first "
+                    "(a volume is attached to one VM at a time)",
+                    reason="VOLUME_ATTACHED",
+                )
+            if volume.hypervisor:
+                hosts.add(volume.hypervisor)
+        if len(hosts) > 1:
+            raise FailedPrecondition(
+                f"the volumes live on {' and '.join(f'hypervisors/{h}' for h in sorted(hosts))} (this deployment has no "
+                "shared storage): one VM cannot have them all",
+                reason="VOLUME_ON_OTHER_HYPERVISOR",
+            )
+        host = hosts.pop() if hosts else ""
+        if host and pinned and pinned != host:
+            raise FailedPrecondition(
+                f"the VM is pinned to hypervisors/{pinned}, but its volumes live on hypervisors/{host} (this deployment "
+                "has no shared storage): pin it there, or not at all",
+                reason="VOLUME_ON_OTHER_HYPERVISOR",
+                metadata={"volume_hypervisor": host, "pinned_hypervisor": pinned},
+            )
+        return host or pinned
+
     # --- attachments --------------------------------------------------------------------
 
     async def attach(self, volume_id: str, vm_id: str, device: str, principal: Principal) -> OperationView:
@@ -189,7 +223,7 @@ class VolumeRegistry:
             )
         op_entry = await self._store.get(self._keys.operation(entry["operation"]))
         if op_entry is not None and entry["state"] == AttachmentState.ATTACHING:
-            return await self.operation_view(records.load(OperationRecord, op_entry.value), vm)
+            return await self._operations.view(records.load(OperationRecord, op_entry.value), vm)
         op = new_operation(ATTACH, vm.id, principal, target=volume.id)
         op.result = {"volume": volume.id}
         await self._store.put(self._keys.operation(op.id), records.dump(op))
@@ -212,7 +246,7 @@ class VolumeRegistry:
             if entry["state"] == AttachmentState.DETACHING:
                 op_entry = await self._store.get(self._keys.operation(entry["operation"]))
                 if op_entry is not None:
-                    return await self.operation_view(records.load(OperationRecord, op_entry.value), vm)
+                    return await self._operations.view(records.load(OperationRecord, op_entry.value), vm)
             if entry["state"] == AttachmentState.ATTACHING:
                 raise FailedPrecondition(f"{volume.name} is still being attached: detach it once that is done", reason="VOLUME_BUSY")
             if vm.state == VmState.SUSPENDED:
@@ -243,25 +277,6 @@ class VolumeRegistry:
         )
         volume.revision = revision
         return ok
-
-    async def operation_view(self, op: OperationRecord, vm: VmRecord | None) -> OperationView:
-        """Done once the agent wrote the outcome into the operation."""
-        entry = await self._store.get(self._keys.volume(op.target))
-        volume = records.load(VolumeRecord, entry.value) if entry else None
-        if op.error:
-            return OperationView(op, True, vm, error_from_dict(op.error, f"{op.kind} failed"), volume=volume)
-        if op.result:
-            return OperationView(op, True, vm, volume=volume)
-        if volume is None:
-            return OperationView(op, True, vm, VolumeNotFound(f"volumes/{op.target} was deleted"))
-        if vm is None:
-            # The VM went away: whatever was attached to it is released with it.
-            return OperationView(op, True, None, None if op.kind == DETACH else FailedPrecondition(
-                f"virtualMachines/{op.vm_id} was deleted before {volume.name} was attached", reason="VM_DELETED"
-            ), volume=volume)  # fmt: skip
-        if vm.state == VmState.FAILED:
-            return OperationView(op, True, vm, error_from_dict(vm.error or {}, vm.state_message), volume=volume)
-        return OperationView(op, False, vm, volume=volume)
 
 
 def _check_vm_settled(vm: VmRecord, doing: str, states: tuple[VmState, ...]) -> None:

@@ -298,6 +298,21 @@ class StoreContract:
             (p + "w/2", False, rev), (p + "w/1", False, rev), (p + "w/1", True, rev + 1), (p + "w/2", True, rev + 1)
         ]  # fmt: skip
 
+    async def test_a_watch_from_a_revision_to_come_skips_the_writes_before_it(self, store: Store, p: str) -> None:
+        # Prepare
+        rev = await store.put(p + "a", b"0")
+        watch = store.watch_prefix(p, rev + 3)
+        try:
+            # Execute
+            await store.put(p + "a", b"1")
+            await store.put(p + "a", b"2")
+            await store.put(p + "a", b"3")
+            (ev,) = await next_events(watch, 1)
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
+        # Assert
+        assert (ev.value, ev.revision) == (b"3", rev + 3)
+
     async def test_a_watch_of_one_key(self, store: Store, p: str) -> None:
         # Prepare
         rev = await store.put(p + "a", b"1")
@@ -326,6 +341,19 @@ class StoreContract:
         finally:
             await watch.aclose()  # type: ignore[attr-defined]
         assert (kept.value, kept.revision) == (b"2", r2)
+
+    async def test_a_watch_of_one_key_from_a_compacted_revision_sends_nothing(self, store: Store, p: str) -> None:
+        # Prepare
+        r1 = await store.put(p + "a", b"1")
+        r2 = await store.put(p + "a", b"2")
+        await self.compact(store, r2)
+        watch = store.watch_key(p + "a", r1)
+        # Execute / Assert
+        try:
+            with pytest.raises(TimeoutError):
+                await next_events(watch, 1, timeout=0.5)
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -150,10 +150,10 @@ async def test_three_sampling_replicas_never_overbook_and_stay_idempotent(store:
     assert len(placed) == 600, "every core used, none twice"
     assert [a for a, f in zip(again, first, strict=True) if f] == placed, "a retry returns the first operation"
     assert all(op.startswith("create-vm-") for op in placed) and await store.count_prefix(keys.operation()) == 0, "creates store no operation"
-    view = await replicas[0][0].get_operation(f"operations/{placed[0]}", ALICE)
+    view = await replicas[0][0].operations.get(f"operations/{placed[0]}", ALICE)
     assert view.op.kind == "create" and view.vm is not None and not view.done
     with pytest.raises(NotFound):
-        await replicas[0][0].get_operation(f"operations/{placed[0]}", BOB)
+        await replicas[0][0].operations.get(f"operations/{placed[0]}", BOB)
     vms = [records.load(VmRecord, e.value) for e in (await store.get_prefix(keys.vm()))[0]]
     assert len(vms) == 600 and len({v.request_id for v in vms}) == 600
     usage = {e.key.rsplit("/", 1)[-1]: records.load(HostUsage, e.value) for e in (await store.get_prefix(keys.usage()))[0]}

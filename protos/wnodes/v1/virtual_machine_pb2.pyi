@@ -178,7 +178,10 @@ class VirtualMachine(_message.Message):
 
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeAttachment]:
-        """Block volumes attached to the VM besides its root disk."""
+        """Block volumes besides the root disk. On read: the volumes attached. On create: volumes the
+        VM is to have; the VM is pinned to the hypervisor holding their data (each must be the
+        caller's and not attached). They are attached by AttachVolume once the VM runs.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...

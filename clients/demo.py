@@ -5,6 +5,9 @@ API (exactly what `wnodes run` does), prints the guest's answer and its time to 
 submits one job script to Slurm in a tiny VM, in a debian12 VM and bare metal, boots and deletes
 a compute through OCCI as a cloud user, then tells you how to use the CLIs against the running
 stack until you press Ctrl-C.
+
+It drives the deployment (deploy/stack) and uses the stack as a client would (the SDK, OCCI,
+Slurm), so it lives here: clients/ may import deploy/, never the other way round.
 """
 
 from __future__ import annotations

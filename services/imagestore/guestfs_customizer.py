@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument, WnodesError, error_to_dict
+from services.common.kernel_modules import ModuleNotFound, ModulesDep
 
 Progress = Callable[[str, int], None]
 
@@ -108,27 +109,11 @@ def kernel_release(kernel: Path) -> str:
 def module_load_order(modules_dir: Path, names: tuple[str, ...]) -> list[str]:
     """Paths (relative to modules_dir) of the named modules and their dependencies, each after
     everything it depends on (modules.dep)."""
-    deps: dict[str, list[str]] = {}
-    by_name: dict[str, str] = {}
-    for line in (modules_dir / "modules.dep").read_text().splitlines():
-        mod, _, rest = line.partition(":")
-        deps[mod] = rest.split()
-        by_name[PurePosixPath(mod).name.split(".ko")[0].replace("-", "_")] = mod
-    order: list[str] = []
-
-    def visit(mod: str) -> None:
-        if mod in order:
-            return
-        for d in deps.get(mod, []):
-            visit(d)
-        order.append(mod)
-
-    for name in names:
-        found = by_name.get(name.replace("-", "_"))
-        if found is None:
-            raise InvalidArgument(f"kernel {modules_dir.name} has no module {name!r}", reason="MODULE_NOT_FOUND")
-        visit(found)
-    return order
+    modules = ModulesDep.read(modules_dir)
+    try:
+        return [modules.path(name) for name in modules.load_order(names)]
+    except ModuleNotFound as err:
+        raise InvalidArgument(f"kernel {modules_dir.name} has no module {err.name!r}", reason="MODULE_NOT_FOUND") from None
 
 
 @dataclass
@@ -255,7 +240,7 @@ def _hardware_virt() -> bool:
 # libguestfs forks and execs its helpers (supermin, qemu). Forked from a process running gRPC's
 # threads, the child aborts before its exec (gRPC's fork handlers meet the descriptors libguestfs
 # closes): "supermin killed by signal 6". So the imagestore never loads libguestfs itself; each
-# customisation runs `python -m services.imagestore.customizer` with the job as JSON on stdin,
+# customisation runs `python -m services.imagestore.guestfs_customizer` with the job as JSON on stdin,
 # and progress, result or error as JSON lines on stdout.
 
 

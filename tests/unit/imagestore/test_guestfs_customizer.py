@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.imagestore.customizer import Customization, FileSpec, kernel_release, module_load_order
+from services.imagestore.guestfs_customizer import Customization, FileSpec, kernel_release, module_load_order
 
 
 def test_describe_records_each_change_for_people() -> None:

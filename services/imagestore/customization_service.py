@@ -28,7 +28,7 @@ from services.common.identity import Principal
 from services.common.records import ImageRecord
 from services.imagestore.blobs import BlobStore
 from services.imagestore.catalog import Catalog
-from services.imagestore.customizer import Customization, Progress, job_to_json
+from services.imagestore.guestfs_customizer import Customization, Progress, job_to_json
 
 LOG = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ class Customizer(Protocol):
 
 @dataclass(frozen=True)
 class ProcessCustomizer:
-    """Runs GuestfsCustomizer in a child process (services/imagestore/customizer.py main())."""
+    """Runs GuestfsCustomizer in a child process (services/imagestore/guestfs_customizer.py main())."""
 
     cache_dir: Path | None = None
 
     async def apply(self, disk: Path, fmt: str, kernel: Path | None, spec: Customization, progress: Progress) -> list[str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.imagestore.customizer",
+            sys.executable, "-m", "services.imagestore.guestfs_customizer",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
