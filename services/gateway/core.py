@@ -33,21 +33,13 @@ import grpc
 from google.longrunning import operations_pb2
 from google.protobuf.message import Message
 
-from services.common.errors import FailedPrecondition, Unimplemented
+from services.common.errors import Unimplemented
 from services.common.grpc_errors import downstream_error
 from services.common.identity import Principal
-from services.common.names import parse_resource_id
 from services.gateway.internal_channels import CALL_TIMEOUT, InternalServices, call
 from wnodes.hypervisor.v1 import agent_service_pb2
 from wnodes.nameserver.v1 import registry_service_pb2
-from wnodes.v1 import (
-    hypervisor_pb2,
-    hypervisor_service_pb2,
-    image_pb2,
-    image_service_pb2,
-    virtual_machine_pb2,
-    virtual_machine_service_pb2,
-)
+from wnodes.v1 import image_pb2, image_service_pb2, virtual_machine_service_pb2
 
 LOG = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -224,9 +216,7 @@ class GatewayCore:
         try:
             target = await call(principal, self._internal.registry.ResolveExecTarget, resolve)
         except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise downstream_error(err) from err
-            target = await _exec_target_of_older_nameservers(self, principal, request.name)
+            raise downstream_error(err) from err
         exec_request = agent_service_pb2.ExecRequest(
             vm_id=target.vm_id, command=request.command, ready_timeout_seconds=request.ready_timeout_seconds, uid=request.uid,
             exec_id=request.exec_id, stdout_offset=request.stdout_offset, stderr_offset=request.stderr_offset,
@@ -266,21 +256,3 @@ class GatewayCore:
         except grpc.aio.AioRpcError as err:
             raise downstream_error(err) from err
 
-
-async def _exec_target_of_older_nameservers(core: GatewayCore, principal: Principal, name: str) -> registry_service_pb2.ExecTarget:
-    """ResolveExecTarget for nameservers that predate it (UNIMPLEMENTED): the same checks, made
-    from GetVirtualMachine and GetHypervisor. Only for a rolling upgrade; delete it once every
-    nameserver answers ResolveExecTarget."""
-    vm_id = parse_resource_id(name, "virtualMachines")
-    vm = await core.call_as(principal, "GetVirtualMachine", virtual_machine_service_pb2.GetVirtualMachineRequest(name=name),
-                            virtual_machine_pb2.VirtualMachine)
-    if not vm.hypervisor:
-        raise FailedPrecondition(f"{vm.name} is not placed on a hypervisor ({vm.state_message})", reason="VM_NOT_PLACED")
-    if vm.state in (virtual_machine_pb2.VirtualMachine.State.STOPPED, virtual_machine_pb2.VirtualMachine.State.SUSPENDED):
-        state = virtual_machine_pb2.VirtualMachine.State.Name(vm.state)
-        raise FailedPrecondition(f"{vm.name} is {state}: start or resume it to run commands in it", reason="VM_NOT_RUNNING")
-    host = await core.call_as(principal, "GetHypervisor", hypervisor_service_pb2.GetHypervisorRequest(name=vm.hypervisor),
-                              hypervisor_pb2.Hypervisor)
-    if host.state != hypervisor_pb2.Hypervisor.State.UP:
-        raise FailedPrecondition(f"{vm.hypervisor} is down", reason="HYPERVISOR_DOWN")
-    return registry_service_pb2.ExecTarget(vm_id=vm_id, hypervisor=vm.hypervisor, agent_endpoint=host.endpoint)

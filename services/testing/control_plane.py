@@ -45,7 +45,7 @@ from services.hypervisor.lifecycle import Agent, AgentConfig
 from services.hypervisor.servicer import AgentServicer
 from services.imagestore.blobs import BlobStore
 from services.imagestore.catalog import Catalog
-from services.imagestore.customize import CustomizeService, ProcessCustomizer
+from services.imagestore.customization_service import CustomizeService, ProcessCustomizer
 from services.imagestore.servicer import ImagestoreServicer
 from services.nameserver import addressing
 from services.nameserver.duties import Reconciler
