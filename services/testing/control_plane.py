@@ -199,11 +199,10 @@ async def control_plane(
     sessions = ExecSessions()
     agent_server = LocalServer("agent")
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agents, sessions), _registrar(agent_server))
-    await group.start()
-    # nameserver
+    # nameserver: its host cache loads while the agents register and the images go in
     host_cache = HostCache(store, keys)
     await host_cache.start()
-    await host_cache.wait_ready()
+    await group.start()
     pool = addressing.SubnetPool.parse(addressing.DEFAULT_POOL, addressing.DEFAULT_POOL_PREFIX)
     registry = Registry(store, keys, Scheduler(SchedulerConfig()), host_cache, pool)
     nameserver = LocalServer("nameserver")
@@ -214,9 +213,10 @@ async def control_plane(
     core = GatewayCore(services)
     plane = ControlPlane(store, keys, registry, reconciler, catalog, agents, drivers, services, core)
     try:
-        await _hosts_up(core, hosts)
         for image in images:
             await plane.upload_image(image)
+        await host_cache.wait_ready()  # loaded by now, as a rule: it polls every 50 ms otherwise
+        await _hosts_up(core, hosts)
         yield plane
     finally:
         await sessions.close()

@@ -150,7 +150,7 @@ class CoreCloudBackend:
         or stopped VM), polled for up to ``operation_wait`` seconds: the OCCI request does not
         know the create's operation, only the VM."""
         loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + self._wait_for, 0.1
+        deadline, pause = loop.time() + self._wait_for, 0.02
         while (vm := await self._vm(principal, compute_id)).state in pc.SETTLING and loop.time() < deadline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
