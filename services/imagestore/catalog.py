@@ -11,12 +11,12 @@ from services.common.errors import Aborted, FailedPrecondition, ImageNotFound, I
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
+from services.common.names import check_image_name
 from services.common.records import ImageRecord, PrefetchRecord
 from services.common.store import Compare, EtcdStore, Put
 
 LOG = logging.getLogger(__name__)
 
-IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 VISIBILITIES = {"PRIVATE", "VO", "PUBLIC"}
 
@@ -84,8 +84,7 @@ class Catalog(ImageCatalog):
 
 
 def check_header(image: str, visibility: str, blobs: dict[str, tuple[str, int]]) -> None:
-    if not IMAGE_NAME.match(image):
-        raise InvalidArgument(f"image name {image!r} must be 1-63 characters of a-z, 0-9, '.', '_', '-'", reason="INVALID_IMAGE_NAME")
+    check_image_name(image)
     if visibility not in VISIBILITIES:
         raise InvalidArgument(f"visibility must be one of {', '.join(sorted(VISIBILITIES))}")
     if "disk" not in blobs:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import shutil
 import threading
 import xml.etree.ElementTree as ET
@@ -25,6 +24,7 @@ from typing import Any
 import libvirt
 from opentelemetry import trace
 
+from services.common import names
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainNotFound,
@@ -41,7 +41,6 @@ from services.hypervisor.drivers.qemu_img import flatten
 LOG = logging.getLogger(__name__)
 _TRACER = trace.get_tracer(__name__)
 
-_VM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its NUL
 
 _STATES = {
@@ -474,5 +473,6 @@ class LibvirtDriver:
 
     @staticmethod
     def _check_vm_id(vm_id: str) -> None:
-        if not _VM_ID.match(vm_id):
-            raise DriverError(f"invalid vm_id {vm_id!r}: letters, digits, '_', '.', '-' only")
+        # The id names the domain and its files: the nameserver's rule, which every minted id passes.
+        if not names.is_resource_id(vm_id):
+            raise DriverError(f"invalid vm_id {vm_id!r}: 1-63 characters of a-z, 0-9, '-'")
