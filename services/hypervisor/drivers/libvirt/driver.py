@@ -30,6 +30,7 @@ from services.hypervisor.drivers.base import (
     DomainNotFound,
     DomainSpec,
     DriverError,
+    HostForwardUnavailable,
     HostResources,
     VolumeSpec,
 )
@@ -73,6 +74,15 @@ def _disk_with_source(domain: Any, path: Path) -> str | None:
         if source is not None and source.get("file") == str(path):
             return ET.tostring(disk, encoding="unicode")
     return None
+
+
+def start_failed(name: str, exc: libvirt.libvirtError) -> DriverError:
+    """The error for a domain that did not start. QEMU refusing a forward's host port says so
+    only in its message ("Could not set up host forwarding rule 'tcp:127.0.0.1:22000-:22'"):
+    it is told apart here, so callers catch a type."""
+    text = str(exc)
+    kind = HostForwardUnavailable if "hostfwd" in text or "host forwarding" in text else DriverError
+    return kind(f"starting domain {name} failed: {exc}")
 
 
 class LibvirtDriver:
@@ -186,7 +196,7 @@ class LibvirtDriver:
             except libvirt.libvirtError as exc:
                 self._cleanup_failed(domain, name)
                 shutil.rmtree(vm_dir, ignore_errors=True)
-                raise DriverError(f"starting domain {name} failed: {exc}") from exc
+                raise start_failed(name, exc) from exc
             LOG.info("started domain %s (%s, %d vCPU, %d MiB)", name, options.virtualization, spec.vcpu_count, spec.memory_mib)
 
         self._starting.add(spec.vm_id)
