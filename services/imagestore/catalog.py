@@ -7,6 +7,7 @@ import logging
 import re
 
 from services.common import records
+from services.common.error_reasons import image_state_reason
 from services.common.errors import Aborted, FailedPrecondition, ImageNotFound, InvalidArgument, PermissionDenied, Unavailable
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
@@ -71,7 +72,7 @@ class Catalog(ImageCatalog):
             if record.owner_vo != principal.vo and not principal.is_admin:
                 raise PermissionDenied(f"only VO {record.owner_vo!r} or an admin may {action} {record.name}")
             if record.state not in allowed:
-                raise FailedPrecondition(f"cannot {action} {record.name}: it is {record.state.lower()}", reason=f"IMAGE_{record.state}")
+                raise FailedPrecondition(f"cannot {action} {record.name}: it is {record.state.lower()}", reason=image_state_reason(record.state))
             if record.state == target:
                 return record
             record.state = target

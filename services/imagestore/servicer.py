@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from services.common.error_reasons import image_state_reason
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
@@ -155,7 +156,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         source_image, source_version = parse_image(request.source)
         source = await self._catalog.get(source_image, source_version, principal)
         if source.state not in ("AVAILABLE", "DEPRECATED"):
-            raise FailedPrecondition(f"{source.name} is {source.state.lower()}: nothing to customise", reason=f"IMAGE_{source.state}")
+            raise FailedPrecondition(f"{source.name} is {source.state.lower()}: nothing to customise", reason=image_state_reason(source.state))
         visibility = image_pb2.ImageVersion.Visibility.Name(request.visibility) if request.visibility else ""
         async for step in self._customize.run(source, image, spec, principal, visibility, request.description):
             yield image_service_pb2.CustomizeImageVersionProgress(
