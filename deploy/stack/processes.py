@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,14 +22,24 @@ def free_port() -> int:
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
-    """Starts a process in its own session (so a Ctrl-C of the caller does not reach it)."""
+    """Starts a process in its own session (so a Ctrl-C of the caller does not reach it).
+
+    posix_spawn, not Popen: the stack keeps processes by PID (and `alive` reaps them), so a
+    Popen object would only be dropped while its child runs, which Python reports as a
+    ResourceWarning ("subprocess N is still running")."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {})}
+    # Resolved as Popen does: on the PATH the child gets.
+    executable = shutil.which(argv[0], path=full_env.get("PATH")) or argv[0]
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, **(env or {})},
+        return os.posix_spawn(
+            executable, argv, full_env, setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+            ],
         )
-    return proc.pid
 
 
 def alive(pid: int) -> bool:

@@ -2,7 +2,8 @@
 
 Domain code raises these; the gRPC edge (``grpc_errors.py``) turns each into a
 ``google.rpc.Status`` carrying an ``ErrorInfo`` with ``reason`` and ``domain``. Nothing else
-hand-writes status codes.
+hand-writes status codes. Every reason, with its code and meaning, is in ``error_reasons.py``
+(rendered as docs/error-reasons.md).
 
     WnodesError                      INTERNAL          INTERNAL
     ├── InvalidArgument              INVALID_ARGUMENT  INVALID_ARGUMENT (reason overridable)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from services.common import records
+from services.common.error_reasons import image_state_reason
 from services.common.errors import FailedPrecondition, ImageNotFound
 from services.common.identity import Principal
 from services.common.keys import Keys
@@ -69,7 +70,7 @@ class ImageCatalog:
             for r in visible:
                 if r.version == version:
                     if r.state != "AVAILABLE":
-                        raise FailedPrecondition(unusable_message(r, available), reason=f"IMAGE_{r.state}")
+                        raise FailedPrecondition(unusable_message(r, available), reason=image_state_reason(r.state))
                     return r
             raise ImageNotFound(f"images/{image} has no version {version}", metadata={"image": image})
         if not available:

@@ -9,8 +9,7 @@ it adopts running domains that are still wanted (reconnecting their guest channe
 the rest, so nothing leaks. Each VM is handled by one task at a time.
 
 Power actions arrive the same way: the nameserver writes the power state the owner wants (and a
-new generation) in the VM record and touches its placement key; the agent stops, suspends,
-resumes, starts or restarts the domain and records the generation it carried out.
+new generation) in the VM record and touches its placement key; power.py carries them out.
 """
 
 from __future__ import annotations
@@ -37,13 +36,14 @@ from services.common.errors import (
 )
 from services.common.group_commit import GroupCommit
 from services.common.keys import Keys
-from services.common.records import HypervisorRecord, ImageRecord, PowerState, VmRecord, VmState
+from services.common.records import HypervisorRecord, ImageRecord, VmRecord, VmState
 from services.common.store import Entry, Store
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainSpec,
     DriverError,
     GuestChannel,
+    HostForwardUnavailable,
     HypervisorDriver,
     PortForward,
     UserNetworkSpec,
@@ -52,9 +52,10 @@ from services.hypervisor.drivers.qemu_img import create_overlay
 from services.hypervisor.guest_tasks import contextualise, sync_guest
 from services.hypervisor.image_cache import CachedImage, ImageCache
 from services.hypervisor.imagestore_client import ImagestoreClient
+from services.hypervisor.power import PowerActions
 from services.hypervisor.saving import DiskSaver, SaveRequest
 from services.hypervisor.ssh_access import SSH_GUEST_PORT, SshPorts, port_of
-from services.hypervisor.tracking import NO_DOMAIN, PAUSED, RUNNING, VmTracker, condition_of
+from services.hypervisor.tracking import NO_DOMAIN, RUNNING, VmTracker, condition_of, find_domain
 from services.hypervisor.vm_records import VmRecords
 from services.hypervisor.volumes import VolumeAttacher
 from services.hypervisor.volumes import pending as volumes_pending
@@ -122,6 +123,10 @@ class Agent:
         self._saver = DiskSaver(driver, imagestore, compress=cfg.save_compress)
         self._records = VmRecords(store, keys, cfg.host, self._commits)
         self._volumes = VolumeAttacher(store, keys, driver, cfg.volume_dir)
+        self._power = PowerActions(
+            cfg.host, driver, self._records, self._vms, sync_timeout=cfg.sync_timeout,
+            start=self._start, fail=self._fail, request_pass=lambda: self.request_pass(),
+        )
         # Set by the HostGroup: ask for a convergence pass of this host; publish its record.
         self.request_pass: Callable[[], None] = lambda: None
         self.publish: Callable[[], Awaitable[None]] = _nothing
@@ -245,18 +250,18 @@ class Agent:
         if vm.state in (VmState.SCHEDULED, VmState.STARTING):
             await self._start(vm, entry)
         elif vm.power_pending:
-            await self._power(vm, entry)
+            await self._power.apply(vm, entry)
         elif vm.state in (VmState.ACTIVE, VmState.UNKNOWN):
             await self._adopt(vm)
         elif vm.state == VmState.SUSPENDED:
-            await self._keep_suspended(vm)
+            await self._power.keep_suspended(vm)
         elif vm.state == VmState.STOPPED:
-            await self._keep_stopped(vm)
+            await self._power.keep_stopped(vm)
         if vm.pending_save or volumes_pending(vm):
             await self._settled_work(vm_id)
 
     async def _domain(self, vm_id: str) -> DomainInfo | None:
-        return next((d for d in await self.driver.list() if d.vm_id == vm_id), None)
+        return await find_domain(self.driver, vm_id)
 
     # --- start ----------------------------------------------------------------------------
 
@@ -352,8 +357,8 @@ class Agent:
         try:
             await self.driver.define_and_start(await self._domain_spec(vm, image, endpoint))
             return endpoint
-        except DriverError as exc:
-            if not endpoint or "hostfwd" not in str(exc) and "host forwarding" not in str(exc):
+        except HostForwardUnavailable:
+            if not endpoint:
                 raise
             LOG.warning("%s: SSH port %s was taken; choosing another", vm.name, endpoint)
             endpoint = self._ssh_ports.assign(vm.id)
@@ -469,92 +474,6 @@ class Agent:
             await self._records.transition(vm.id, VmState.ACTIVE, message, expect={VmState.STARTING, VmState.UNKNOWN, VmState.SCHEDULED})
             LOG.info("%s adopted on %s", vm.name, self.cfg.host)
         self._vms.steady(vm.id, RUNNING)
-
-    async def _keep_suspended(self, vm: VmRecord) -> None:
-        """A SUSPENDED VM: its domain must be there, paused."""
-        domain = await self._domain(vm.id)
-        if domain is None:
-            await self._fail(vm, DriverError(f"the suspended domain of {vm.name} is gone (the host restarted?)"))
-            return
-        if not domain.paused:
-            await self.driver.suspend(vm.id)
-        self._vms.steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
-
-    async def _keep_stopped(self, vm: VmRecord) -> None:
-        """A STOPPED VM: no domain (a leftover one, e.g. from an agent that died mid-stop, goes)."""
-        if await self._domain(vm.id) is not None:
-            await self.driver.stop(vm.id)
-        self._vms.steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
-
-    # --- power ----------------------------------------------------------------------------
-
-    async def _power(self, vm: VmRecord, entry: Entry) -> None:
-        """Carries out the power action the record asks for (one generation), or records why not."""
-        generation = vm.power_generation
-        target = PowerState(vm.power)
-        try:
-            with TRACER.start_as_current_span("hypervisor.power", attributes={"vm": vm.name, "target": target.value}):
-                if target == PowerState.STOPPED:
-                    self._vms.unsteady(vm.id, f"{vm.name} is stopping")
-                    await sync_guest(self.driver, vm, await self._domain(vm.id), self.cfg.sync_timeout)
-                    await self.driver.stop(vm.id)
-                    if await self._settle(vm, VmState.STOPPED, "stopped", generation):
-                        self._vms.steady(vm.id, NO_DOMAIN, f"{vm.name} is STOPPED")
-                elif target == PowerState.SUSPENDED:
-                    self._vms.unsteady(vm.id, f"{vm.name} is being suspended")
-                    await self.driver.suspend(vm.id)
-                    if await self._settle(vm, VmState.SUSPENDED, "suspended", generation):
-                        self._vms.steady(vm.id, PAUSED, f"{vm.name} is SUSPENDED")
-                elif vm.state == VmState.SUSPENDED:
-                    await self.driver.resume(vm.id)
-                    if await self._settle(vm, VmState.ACTIVE, "resumed", generation):
-                        self._vms.steady(vm.id, RUNNING)
-                else:  # start a STOPPED VM or restart an ACTIVE one: boot its disk again
-                    doing = "restarting" if vm.state == VmState.ACTIVE else "starting"
-                    self._vms.unsteady(vm.id)
-                    starting = await self._records.transition(vm.id, VmState.STARTING, doing, expect={VmState.ACTIVE, VmState.STOPPED}, known=entry)
-                    if starting is not None:
-                        await self._start(records.load(VmRecord, starting.value), starting)
-                    return
-            LOG.info("%s: %s done on %s", vm.name, target.value.lower(), self.cfg.host)
-        except (DriverError, WnodesError) as exc:
-            await self._power_failed(vm, generation, exc)
-
-    async def _settle(self, vm: VmRecord, state: VmState, message: str, generation: int) -> bool:
-        def applied(rec: VmRecord) -> bool:
-            rec.power_applied = max(rec.power_applied, generation)
-            return True
-
-        done = await self._records.transition(
-            vm.id, state, message, expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED}, mutate=applied
-        )
-        if done is None:
-            self.request_pass()  # deleted or failed meanwhile: the next pass cleans up
-        return done is not None
-
-    async def _power_failed(self, vm: VmRecord, generation: int, exc: BaseException) -> None:
-        """The action could not be carried out: the VM stays as it is and the operation fails."""
-        err = exc if isinstance(exc, WnodesError) else FailedPrecondition(str(exc), reason="POWER_ACTION_FAILED")
-        LOG.error("%s: %s failed on %s: %s", vm.name, vm.power.lower(), self.cfg.host, err.message)
-        domain = await self._domain(vm.id)
-        condition = condition_of(domain)
-        # What the VM is now, whatever was asked.
-        state, power_state = {
-            RUNNING: (VmState.ACTIVE, PowerState.RUNNING),
-            PAUSED: (VmState.SUSPENDED, PowerState.SUSPENDED),
-            NO_DOMAIN: (VmState.STOPPED, PowerState.STOPPED),
-        }[condition]
-
-        def record(rec: VmRecord) -> bool:
-            rec.power, rec.power_applied = power_state, max(rec.power_applied, generation)
-            rec.power_error = {**error_to_dict(err), "generation": generation}
-            return True
-
-        await self._records.transition(
-            vm.id, state, f"{vm.power.lower()} failed: {err.message}", mutate=record,
-            expect={VmState.ACTIVE, VmState.SUSPENDED, VmState.STOPPED},
-        )
-        self._vms.steady(vm.id, condition, "" if condition == RUNNING else f"{vm.name} is {state}")
 
     # --- delete ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition, VirtualMachineNotFound
-from services.hypervisor.drivers.base import DomainInfo
+from services.hypervisor.drivers.base import DomainInfo, HypervisorDriver
 
 # What a VM's domain looks like to the driver: running, paused, or no domain at all.
 RUNNING, PAUSED, NO_DOMAIN = "running", "paused", "none"
@@ -19,6 +19,11 @@ def condition_of(info: DomainInfo | None) -> str:
     if info is None:
         return NO_DOMAIN
     return PAUSED if info.paused else RUNNING if info.running else NO_DOMAIN
+
+
+async def find_domain(driver: HypervisorDriver, vm_id: str) -> DomainInfo | None:
+    """The domain of a VM on this host, as the driver reports it; None without one."""
+    return next((d for d in await driver.list() if d.vm_id == vm_id), None)
 
 
 @dataclass

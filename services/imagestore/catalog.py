@@ -7,16 +7,17 @@ import logging
 import re
 
 from services.common import records
+from services.common.error_reasons import image_state_reason
 from services.common.errors import Aborted, FailedPrecondition, ImageNotFound, InvalidArgument, PermissionDenied, Unavailable
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
+from services.common.names import check_image_name
 from services.common.records import ImageRecord, PrefetchRecord
 from services.common.store import Compare, Put, Store
 
 LOG = logging.getLogger(__name__)
 
-IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 VISIBILITIES = {"PRIVATE", "VO", "PUBLIC"}
 
@@ -71,7 +72,7 @@ class Catalog(ImageCatalog):
             if record.owner_vo != principal.vo and not principal.is_admin:
                 raise PermissionDenied(f"only VO {record.owner_vo!r} or an admin may {action} {record.name}")
             if record.state not in allowed:
-                raise FailedPrecondition(f"cannot {action} {record.name}: it is {record.state.lower()}", reason=f"IMAGE_{record.state}")
+                raise FailedPrecondition(f"cannot {action} {record.name}: it is {record.state.lower()}", reason=image_state_reason(record.state))
             if record.state == target:
                 return record
             record.state = target
@@ -84,8 +85,7 @@ class Catalog(ImageCatalog):
 
 
 def check_header(image: str, visibility: str, blobs: dict[str, tuple[str, int]]) -> None:
-    if not IMAGE_NAME.match(image):
-        raise InvalidArgument(f"image name {image!r} must be 1-63 characters of a-z, 0-9, '.', '_', '-'", reason="INVALID_IMAGE_NAME")
+    check_image_name(image)
     if visibility not in VISIBILITIES:
         raise InvalidArgument(f"visibility must be one of {', '.join(sorted(VISIBILITIES))}")
     if "disk" not in blobs:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from services.common.error_reasons import image_state_reason
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.grpc_errors import maps_errors
 from services.common.grpc_types import Ctx
 from services.common.image_proto import image_to_proto
-from services.common.names import parse_image
+from services.common.names import check_image_name, parse_image
 from services.common.pagination import page_of
 from services.common.principal_context import principal_of
 from services.common.records import ImageRecord
 from services.imagestore import convert
 from services.imagestore.blobs import BlobStore, BlobWriter
-from services.imagestore.catalog import IMAGE_NAME, Catalog, check_header
+from services.imagestore.catalog import Catalog, check_header
 from services.imagestore.customization_service import CustomizeService
 from services.imagestore.guestfs_customizer import Customization, FileSpec
 from wnodes.imagestore.v1 import imagestore_service_pb2, imagestore_service_pb2_grpc
@@ -143,9 +144,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         principal = principal_of(context)
         if self._customize is None:
             raise FailedPrecondition("this imagestore does not customise images (no libguestfs)", reason="CUSTOMIZATION_UNAVAILABLE")
-        image = request.image.removeprefix("images/")
-        if not IMAGE_NAME.match(image):
-            raise InvalidArgument(f"image name {image!r} must be 1-63 characters of a-z, 0-9, '.', '_', '-'", reason="INVALID_IMAGE_NAME")
+        image = check_image_name(request.image.removeprefix("images/"))
         spec = Customization(
             files=tuple(FileSpec(f.path, f.content, f.mode or 0o644) for f in request.files),
             syslog_to_hypervisor=request.syslog_to_hypervisor,
@@ -157,7 +156,7 @@ class ImagestoreServicer(imagestore_service_pb2_grpc.ImagestoreServiceServicer):
         source_image, source_version = parse_image(request.source)
         source = await self._catalog.get(source_image, source_version, principal)
         if source.state not in ("AVAILABLE", "DEPRECATED"):
-            raise FailedPrecondition(f"{source.name} is {source.state.lower()}: nothing to customise", reason=f"IMAGE_{source.state}")
+            raise FailedPrecondition(f"{source.name} is {source.state.lower()}: nothing to customise", reason=image_state_reason(source.state))
         visibility = image_pb2.ImageVersion.Visibility.Name(request.visibility) if request.visibility else ""
         async for step in self._customize.run(source, image, spec, principal, visibility, request.description):
             yield image_service_pb2.CustomizeImageVersionProgress(

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common import records
+from services.common import names, records
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -42,8 +41,6 @@ LOG = logging.getLogger(__name__)
 ALLOCATIONS = ("DYNAMIC", "STATIC")
 MAX_TITLE = 256
 ATTEMPTS = 20
-_NETWORK_ID = re.compile(r"^net-[0-9a-f]{10}$")
-_INTERFACE_ID = re.compile(r"^nic-[0-9a-f]{10}$")
 
 
 @dataclass(frozen=True)
@@ -56,19 +53,11 @@ class NetworkSpec:
 
 
 def parse_network_name(name: str) -> str:
-    network_id = name.removeprefix("networks/")
-    if not _NETWORK_ID.match(network_id):
-        raise InvalidArgument(f"{name!r} is not a network name: expected 'networks/net-' and 10 hex digits", reason="INVALID_NAME")
-    return network_id
+    return names.parse_minted(name, names.NETWORK)
 
 
 def parse_interface_name(name: str) -> str:
-    interface_id = name.removeprefix("networkInterfaces/")
-    if not _INTERFACE_ID.match(interface_id):
-        raise InvalidArgument(
-            f"{name!r} is not a network interface name: expected 'networkInterfaces/nic-' and 10 hex digits", reason="INVALID_NAME"
-        )
-    return interface_id
+    return names.parse_minted(name, names.INTERFACE)
 
 
 def random_mac() -> str:
@@ -105,7 +94,7 @@ class NetworkRegistry:
             vlan = spec.vlan or addressing.first_free_vlan(await self._leased_vlans())
             net = asked or self._pool.first_free(await self._cidrs_in_use())
             network = NetworkRecord(
-                id="net-" + secrets.token_hex(5), title=spec.title, vlan=vlan, cidr=str(net),
+                id=names.new_id(names.NETWORK), title=spec.title, vlan=vlan, cidr=str(net),
                 gateway=gateway or addressing.gateway_of(net, ""), allocation=allocation, owner_user=principal.user,
                 owner_vo=principal.vo, request_id=request_id, subnet_leased=asked is None,
             )  # fmt: skip
@@ -201,7 +190,7 @@ class NetworkRegistry:
                 raise FailedPrecondition(f"{vm.name} is {vm.state}: it cannot get interfaces", reason="INVALID_VM_STATE")
             address = await self._address_for(network, ip_address)
             interface = NetworkInterfaceRecord(
-                id="nic-" + secrets.token_hex(5), vm_id=vm_id, network_id=network_id, mac_address=random_mac(),
+                id=names.new_id(names.INTERFACE), vm_id=vm_id, network_id=network_id, mac_address=random_mac(),
                 ip_address=address, owner_user=principal.user, owner_vo=principal.vo, request_id=request_id,
             )  # fmt: skip
             network.interface_count += 1

@@ -33,7 +33,7 @@ from services.common.group_commit import GroupCommit
 from services.common.identity import Principal
 from services.common.image_catalog import ImageCatalog
 from services.common.keys import Keys
-from services.common.names import parse_image
+from services.common.names import VM, new_id, parse_image
 from services.common.pagination import decode_key_token, encode_key_token, page_size_of
 from services.common.records import (
     HostUsage,
@@ -131,7 +131,7 @@ class Registry:
                 pinned = await self.volumes.pin_for(volume_ids, pinned, principal)
         except WnodesError as exc:
             return await self._earlier_or_raise(exc, request_id, principal)
-        vm_id = "vm-" + secrets.token_hex(5)
+        vm_id = new_id(VM)
         vm = VmRecord(
             id=vm_id,
             image=f"images/{image}",
@@ -224,7 +224,7 @@ class Registry:
                 if mac is not None:
                     vm.mac_address = _random_mac()
                 if hostname is not None:  # another VM has this id (40 random bits): take another
-                    vm.id = "vm-" + secrets.token_hex(5)
+                    vm.id = new_id(VM)
                     vm.hostname = f"vwn-{vm.id[3:]}"
                     op.id, op.vm_id = CREATE_OPERATION + vm.id, vm.id
             await asyncio.sleep(0.005 * (1 + secrets.randbelow(10)))

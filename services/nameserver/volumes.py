@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-import secrets
 import time
 
-from services.common import records
+from services.common import names, records
 from services.common.errors import FailedPrecondition, InvalidArgument, VolumeNotFound
 from services.common.identity import Principal
 from services.common.keys import Keys
@@ -35,15 +34,11 @@ MAX_TITLE = 256
 # virtio disks after the root disk (vda).
 DEVICES = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
 _DEVICE_RE = re.compile(r"^vd[b-z]$")
-_VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{10}$")
 
 
 def parse_volume_name(name: str) -> str:
     """'volumes/vol-0123456789' (or the bare id) -> 'vol-0123456789'."""
-    volume_id = name.removeprefix("volumes/")
-    if not _VOLUME_ID_RE.match(volume_id):
-        raise InvalidArgument(f"{name!r} is not a volume name: expected 'volumes/vol-' and 10 hex digits", reason="INVALID_NAME")
-    return volume_id
+    return names.parse_minted(name, names.VOLUME)
 
 
 def check_volume(title: str, size_gib: float) -> None:
@@ -84,7 +79,7 @@ class VolumeRegistry:
                 if existing is not None:
                     return await self.get(existing.value.decode(), principal)
             volume = VolumeRecord(
-                id="vol-" + secrets.token_hex(5), title=title, size_gib=size_gib,
+                id=names.new_id(names.VOLUME), title=title, size_gib=size_gib,
                 owner_user=principal.user, owner_vo=principal.vo, request_id=request_id,
             )  # fmt: skip
             guards = [Compare(self._keys.volume(volume.id), 0)]

@@ -1,5 +1,6 @@
 """application/occi+json (GFD.226) out and in. Rendered documents follow the schema in
-tests/data/occi-1.2-schema.json (checked by tests/unit/occi/test_json_schema.py)."""
+tests/data/occi-1.2-schema.json and parse in EGI's rOCCI-core too (where the two disagree on an
+optional field, it is left out), both checked by tests/unit/occi/test_json_schema.py."""
 
 from __future__ import annotations
 
@@ -22,18 +23,16 @@ def _attribute_description(a: Attribute) -> dict[str, Any]:
         out["default"] = a.default
     if a.description:
         out["description"] = a.description
-    pattern: dict[str, Any] = {}
-    if a.type == "integer":
-        pattern["type"] = "integer"
-    if a.choices:
-        pattern["enum"] = list(a.choices)
-    if a.minimum is not None:
-        pattern["minimum"] = a.minimum
-    if a.maximum is not None:
-        pattern["maximum"] = a.maximum
-    if pattern:
-        out["pattern"] = pattern
+    # No "pattern": the OGF schema wants an object, rOCCI-core a string (a regexp), and each
+    # refuses the other's. It is optional, so it is left out; the text rendering and the
+    # validation of what clients send still hold the enums and ranges.
     return out
+
+
+def _non_empty(out: dict[str, Any], **arrays: list[Any]) -> None:
+    """Sets the arrays that have items: rOCCI-core refuses an empty one (draft-04 stringArray,
+    minItems 1) and leaves them out itself; GFD.226 makes them all optional."""
+    out.update({key: items for key, items in arrays.items() if items})
 
 
 def category(c: Category) -> dict[str, Any]:
@@ -43,13 +42,14 @@ def category(c: Category) -> dict[str, Any]:
     if c.attributes or not isinstance(c, Action):
         out["attributes"] = {a.name: _attribute_description(a) for a in c.attributes}
     if isinstance(c, Kind):
-        out["actions"] = list(c.actions)
+        _non_empty(out, actions=list(c.actions))
         if c.parent:
             out["parent"] = c.parent
         if c.location:
             out["location"] = c.location
     elif isinstance(c, Mixin):
-        out.update(actions=list(c.actions), depends=list(c.depends), applies=list(c.applies), location=c.location)
+        _non_empty(out, actions=list(c.actions), depends=list(c.depends), applies=list(c.applies))
+        out["location"] = c.location
     return out
 
 
@@ -62,7 +62,8 @@ def model(categories: list[Category]) -> dict[str, Any]:
 
 
 def entity(e: EntityView) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": e.kind.id, "mixins": [m.id for m in e.mixins], "actions": [a.id for a in e.actions]}
+    out: dict[str, Any] = {"kind": e.kind.id}
+    _non_empty(out, mixins=[m.id for m in e.mixins], actions=[a.id for a in e.actions])
     attributes: dict[str, Value] = {}
     for name, value in e.attributes.items():
         if name in _TOP_LEVEL:
@@ -75,7 +76,7 @@ def entity(e: EntityView) -> dict[str, Any]:
         out["target"] = {"location": e.attributes["occi.core.target"], "kind": e.target_kind}
         out.pop("summary", None)
     else:
-        out["links"] = [entity(link) for link in e.links]
+        _non_empty(out, links=[entity(link) for link in e.links])
     return out
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
+from services.common import names
 from services.common.errors import InvalidArgument
-
-_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,130}$")
 
 
 def path_of(uri: str) -> str:
@@ -24,10 +22,11 @@ def split(uri: str) -> tuple[str, str]:
     """'/compute/vm-1' -> ('/compute/', 'vm-1'); raises for anything else."""
     path = path_of(uri)
     collection, _, entity_id = path.rstrip("/").rpartition("/")
-    if not collection or not _ID.match(entity_id):
+    if not collection or not is_entity_id(entity_id):
         raise InvalidArgument(f"{uri[:200]!r} is not the location of an entity (e.g. /compute/ID)", reason="INVALID_LOCATION")
     return collection + "/", entity_id
 
 
 def is_entity_id(text: str) -> bool:
-    return bool(_ID.match(text))
+    """A resource's id, or a storage link's (two ids joined by '.')."""
+    return names.is_resource_id(text) or names.is_link_id(text)

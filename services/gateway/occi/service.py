@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from services.common import names
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, WnodesError
 from services.common.identity import Principal
 from services.gateway.occi import infrastructure as infra
@@ -26,7 +27,6 @@ from services.gateway.occi.validation import EntityRequest, LinkRequest
 
 LOG = logging.getLogger(__name__)
 MAX_USER_DATA = 64 * 1024
-_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _VIRTIO_DEVICE = re.compile(r"^(/dev/)?(vd[b-z])$")
 _UNKEPT = {infra.STORAGE: ("occi.core.summary",), infra.NETWORK: ("occi.core.summary", "occi.network.label"),
            infra.STORAGELINK: ("occi.storagelink.mountpoint",)}
@@ -329,7 +329,7 @@ class OcciService:
         entity_id = current.id
         if action is infra.SAVE:
             image = str(attrs.get("name") or f"{current.mixins[0].term}-{entity_id}").lower()
-            if not _IMAGE_NAME.match(image):
+            if not names.is_image_name(image):
                 raise InvalidArgument(f"save: {image[:70]!r} is not an image name (a-z, 0-9, '.', '_', '-')", reason="INVALID_ATTRIBUTE")
             saved = await self.backend.save_compute(p, entity_id, image)
             self._images.pop((p.user, p.vo), None)

@@ -46,6 +46,11 @@ class ExecutionLost(DriverError):
     """The guest does not know the execution asked for (it rebooted, or forgot it)."""
 
 
+class HostForwardUnavailable(DriverError):
+    """define_and_start: a host port of the user network's forwards could not be bound (something
+    else took it since it was chosen). Nothing was started; the caller may choose another port."""
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """One network attachment (room for issue-level network work: VLAN, bridge, QoS)."""
@@ -209,7 +214,8 @@ class HypervisorDriver(Protocol):
 
     async def define_and_start(self, spec: DomainSpec) -> None:
         """Defines and starts the domain. On failure nothing is left behind and DriverError is
-        raised; a domain with that vm_id already running is an error (DriverError)."""
+        raised; a domain with that vm_id already running is an error (DriverError). A host port
+        of spec.user_network's forwards that cannot be bound is HostForwardUnavailable."""
         ...
 
     async def destroy(self, vm_id: str) -> None:

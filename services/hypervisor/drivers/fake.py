@@ -29,6 +29,7 @@ from services.hypervisor.drivers.base import (
     Exit,
     GuestNotReady,
     GuestReady,
+    HostForwardUnavailable,
     HostResources,
     Stderr,
     Stdout,
@@ -178,10 +179,13 @@ class FakeDriver:
         memory_mib: int = 65536,
         start_delay: float = 0.0,
         fail_on: frozenset[str] = frozenset(),
+        taken_ports: frozenset[int] = frozenset(),
     ) -> None:
         self._resources = HostResources(vcpu_count, memory_mib, "fake")
         self._start_delay = start_delay
         self._fail_on = fail_on
+        # Host ports "something else" holds: a forward to one fails as QEMU's does.
+        self.taken_ports: set[int] = set(taken_ports)
         self.domains: dict[str, DomainSpec] = {}
         self.paused: set[str] = set()
         self._channels: dict[str, FakeGuestChannel] = {}
@@ -201,6 +205,9 @@ class FakeDriver:
             raise DriverError(f"domain for {spec.vm_id} already exists")
         if spec.vm_id in self._fail_on:
             raise DriverError(f"injected failure starting {spec.vm_id}")
+        forwards = spec.user_network.forwards if spec.user_network else ()
+        if taken := [f.host_port for f in forwards if f.host_port in self.taken_ports]:
+            raise HostForwardUnavailable(f"{spec.vm_id}: host port {taken[0]} is taken")
         if self._start_delay:
             await asyncio.sleep(self._start_delay)
         self.domains[spec.vm_id] = spec

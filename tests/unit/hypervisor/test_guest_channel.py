@@ -55,6 +55,9 @@ class FakeGuest:
     received: list[str] = field(default_factory=list)
     writers: dict[str, asyncio.StreamWriter] = field(default_factory=dict)
     servers: list[asyncio.Server] = field(default_factory=list)
+    # Every connection ever accepted: a host end that reconnects replaces `writers`, and the
+    # old connections must be closed too (or they leak as ResourceWarnings).
+    accepted: list[asyncio.StreamWriter] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -64,11 +67,15 @@ class FakeGuest:
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
-        for writer in self.writers.values():
+        for writer in self.accepted:
             writer.close()
+        for writer in self.accepted:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     async def _accept(self, role: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers[role] = writer
+        self.accepted.append(writer)
         if len(self.writers) == 3:
             self.connected.set()
         if role != "control":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import shutil
 import threading
 import xml.etree.ElementTree as ET
@@ -25,11 +24,13 @@ from typing import Any
 import libvirt
 from opentelemetry import trace
 
+from services.common import names
 from services.hypervisor.drivers.base import (
     DomainInfo,
     DomainNotFound,
     DomainSpec,
     DriverError,
+    HostForwardUnavailable,
     HostResources,
     VolumeSpec,
 )
@@ -41,7 +42,6 @@ from services.hypervisor.drivers.qemu_img import flatten
 LOG = logging.getLogger(__name__)
 _TRACER = trace.get_tracer(__name__)
 
-_VM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its NUL
 
 _STATES = {
@@ -74,6 +74,15 @@ def _disk_with_source(domain: Any, path: Path) -> str | None:
         if source is not None and source.get("file") == str(path):
             return ET.tostring(disk, encoding="unicode")
     return None
+
+
+def start_failed(name: str, exc: libvirt.libvirtError) -> DriverError:
+    """The error for a domain that did not start. QEMU refusing a forward's host port says so
+    only in its message ("Could not set up host forwarding rule 'tcp:127.0.0.1:22000-:22'"):
+    it is told apart here, so callers catch a type."""
+    text = str(exc)
+    kind = HostForwardUnavailable if "hostfwd" in text or "host forwarding" in text else DriverError
+    return kind(f"starting domain {name} failed: {exc}")
 
 
 class LibvirtDriver:
@@ -187,7 +196,7 @@ class LibvirtDriver:
             except libvirt.libvirtError as exc:
                 self._cleanup_failed(domain, name)
                 shutil.rmtree(vm_dir, ignore_errors=True)
-                raise DriverError(f"starting domain {name} failed: {exc}") from exc
+                raise start_failed(name, exc) from exc
             LOG.info("started domain %s (%s, %d vCPU, %d MiB)", name, options.virtualization, spec.vcpu_count, spec.memory_mib)
 
         self._starting.add(spec.vm_id)
@@ -474,5 +483,6 @@ class LibvirtDriver:
 
     @staticmethod
     def _check_vm_id(vm_id: str) -> None:
-        if not _VM_ID.match(vm_id):
-            raise DriverError(f"invalid vm_id {vm_id!r}: letters, digits, '_', '.', '-' only")
+        # The id names the domain and its files: the nameserver's rule, which every minted id passes.
+        if not names.is_resource_id(vm_id):
+            raise DriverError(f"invalid vm_id {vm_id!r}: 1-63 characters of a-z, 0-9, '-'")
