@@ -26,7 +26,6 @@ from services.gateway.occi.user_mixins import UserMixins
 from services.gateway.occi.validation import EntityRequest, LinkRequest
 
 LOG = logging.getLogger(__name__)
-MAX_USER_DATA = 64 * 1024
 _VIRTIO_DEVICE = re.compile(r"^(/dev/)?(vd[b-z])$")
 _UNKEPT = {infra.STORAGE: ("occi.core.summary",), infra.NETWORK: ("occi.core.summary", "occi.network.label"),
            infra.STORAGELINK: ("occi.storagelink.mountpoint",)}
@@ -173,8 +172,6 @@ class OcciService:
                     user_data = base64.b64decode(str(a[name]), validate=True)
                 except (binascii.Error, ValueError) as exc:
                     raise InvalidArgument(f"attribute {name} must be base64", reason="INVALID_ATTRIBUTE") from exc
-        if len(user_data) > MAX_USER_DATA:
-            raise InvalidArgument(f"user data is {len(user_data)} bytes; at most {MAX_USER_DATA} are allowed", reason="INVALID_ATTRIBUTE")
         return keys, user_data
 
     @staticmethod

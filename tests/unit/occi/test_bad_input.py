@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -27,6 +29,9 @@ CASES = [
            'X-OCCI-Attribute: occi.credentials.ssh.publickey="not a key"'), "not an OpenSSH public key"),
     (plain(category("compute"), 'Category: user_data; scheme="http://schemas.ogf.org/occi/infrastructure/compute#"; class="mixin"',
            'X-OCCI-Attribute: occi.compute.userdata="%%%"'), "must be base64"),
+    # the nameserver's limit (one rule, in nameserver/validation.py), as the OCCI answer
+    (plain(category("compute"), 'Category: user_data; scheme="http://schemas.ogf.org/occi/infrastructure/compute#"; class="mixin"',
+           'X-OCCI-Attribute: occi.compute.userdata="' + base64.b64encode(b"x" * (64 * 1024 + 1)).decode() + '"'), "at most 65536"),
     (plain(category("compute"), 'Category: ipnetwork; scheme="http://schemas.ogf.org/occi/infrastructure/network#"; class="mixin"'),
      "does not apply to compute"),
     (plain(category("compute"), 'Category: small; scheme="http://schemas.wnodes.infn.it/occi/infrastructure/resource_tpl#"; class="mixin"',
