@@ -75,6 +75,10 @@ async def test_create_wait_exec_and_ownership(plane: ControlPlane) -> None:
         await api.GetVirtualMachine(vms.GetVirtualMachineRequest(name=vm.name), metadata=BOB)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert downstream_error(raised.value).reason == "VIRTUAL_MACHINE_NOT_FOUND"  # the nameserver's ErrorInfo, intact
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in api.ExecVirtualMachine(vms.ExecVirtualMachineRequest(name=vm.name, command=["echo hi"]), metadata=BOB):
+            pass
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND  # another's VM takes no commands from bob
 
 
 async def test_exec_in_a_stopped_vm_is_refused_by_the_farm(plane: ControlPlane) -> None:
