@@ -81,6 +81,11 @@ def entity(e: EntityView) -> dict[str, Any]:
 
 
 def collection(entities: list[EntityView], links: bool) -> dict[str, Any]:
+    """An empty collection is ``{}``: rOCCI-core refuses an empty ``resources`` array (and
+    renders ``{}`` itself), and the OGF schema takes ``{}`` as a document (a model with no
+    members), so it is the one form both parse."""
+    if not entities:
+        return {}
     return {"links" if links else "resources": [entity(e) for e in entities]}
 
 
