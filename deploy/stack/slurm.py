@@ -7,6 +7,7 @@ their exit codes reach `sacct` as they reach `scontrol show job`."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -79,7 +80,7 @@ def write_configs(
     (root / "munge").chmod(0o700)
     key = root / "munge" / "munge.key"
     if not key.exists():
-        key.write_bytes(Path("/dev/urandom").open("rb").read(1024))
+        key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
     features = ",".join(f"{FEATURE_PREFIX}{name}" for name in images)
     static = static_map if static_map is not None else {"partition": {f"vm-{name}": name for name in images}}

@@ -36,7 +36,8 @@ def wait_for(what: str, check, timeout: float = 45.0) -> None:  # type: ignore[n
 
 
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    with log.open("wb") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture

@@ -179,6 +179,7 @@ async def test_tiny_lifecycle_and_crash_adoption(driver: LibvirtDriver, work_dir
     finally:
         crashed.send_signal(signal.SIGKILL)
         crashed.wait()
+        crashed.stdout.close()  # type: ignore[union-attr]
 
     adopter = LibvirtDriver(URI, PREFIX, run_dir=work_dir / "run")
     try:
