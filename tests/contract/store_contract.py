@@ -37,8 +37,9 @@ class StoreContract:
 
     async def compact(self, store: Store, revision: int) -> None:
         """Forget the history before revision (not part of Store: only etcd's own compaction
-        does it in production)."""
-        raise NotImplementedError
+        does it in production). Each store's subclass supplies it: MemoryStore.compact, etcd's
+        Compact RPC."""
+        raise NotImplementedError("a StoreContract subclass says how its store compacts")
 
     # -- revisions -------------------------------------------------------------------------
 
